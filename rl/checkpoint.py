@@ -1,0 +1,62 @@
+"""Checkpoints and weight files: written atomically, read with weights_only=True."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from rl.files import write_with
+
+log = logging.getLogger("rl")
+
+
+def save(path: str | Path, payload: dict) -> Path:
+    return write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Missing {what}: '{path}' does not exist. Run the rule that makes it "
+            f"(snakemake --cores N '{path}') or pass the right path."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot load {what} '{path}': {type(exc).__name__}: {str(exc)[:300]}. The file is "
+            f"corrupt, truncated or not a plain weights file (only tensors and plain containers "
+            f"are accepted). Delete it and rerun the rule that makes it."
+        ) from None
+
+
+def save_checkpoint(path, state, actor, critic, optim, sched) -> None:
+    save(
+        path,
+        {
+            "state": state,
+            "actor": actor.state_dict(),
+            "critic": critic.state_dict(),
+            "optim": optim.state_dict(),
+            "sched": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
+    log.info("checkpoint at frame %d -> %s", state["frames"], path)
+
+
+def load_checkpoint(path, actor, critic, optim, sched) -> dict | None:
+    """Restore a checkpoint into the given objects; returns its loop state, or None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    ckpt = load(path, "training checkpoint")
+    actor.load_state_dict(ckpt["actor"])
+    critic.load_state_dict(ckpt["critic"])
+    optim.load_state_dict(ckpt["optim"])
+    sched.load_state_dict(ckpt["sched"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["state"]

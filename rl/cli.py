@@ -1,0 +1,314 @@
+"""`python -m rl <verb>`: every workflow rule is one of these lines, runnable by hand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rl import config as config_mod
+from rl import layout
+
+log = logging.getLogger("rl")
+
+
+def _common(p: argparse.ArgumentParser, seed: bool = False) -> None:
+    p.add_argument("--config", required=True, help="study YAML (validated, defaults filled)")
+    if seed:
+        p.add_argument("--seed", type=int, required=True, help="one of the config's seeds")
+        p.add_argument("--variant", default=layout.DEFAULT_VARIANT, help="variant name")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (Snakemake's threads)")
+
+
+def _setup(args) -> dict:
+    cfg = config_mod.load(args.config)
+    if getattr(args, "seed", None) is not None and args.seed not in cfg["seeds"]:
+        raise config_mod.ConfigError(
+            f"--seed {args.seed} is not among the config's seeds {cfg['seeds']} "
+            f"({args.config}). Add it to the key 'seeds' or pick one of those."
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return cfg
+
+
+def cmd_validate_config(args) -> None:
+    from rl.files import write_text
+
+    cfg = config_mod.load(args.config)
+    if args.write:
+        write_text(args.write, config_mod.dump(cfg))
+    print(f"{args.config}: valid (config hash {config_mod.config_hash(cfg)})")
+
+
+def cmd_mlflow_init(args) -> None:
+    from rl import tracking
+
+    cfg = _setup(args)
+    info = tracking.init_store(cfg, cfg["seeds"], [layout.DEFAULT_VARIANT], args.marker)
+    log.info("MLflow store %s, experiment '%s' (%s)", info["tracking_uri"],
+             info["experiment"], info["experiment_id"])
+
+
+def cmd_obs_norm_stats(args) -> None:
+    from rl import provenance
+    from rl.envs import observation_stats
+    from rl.files import write_json
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], args.seed)
+    if not cfg["obs_norm"]["enabled"]:
+        stats["loc"] = [0.0] * len(stats["loc"])
+        stats["scale"] = [1.0] * len(stats["scale"])
+        stats["identity"] = True
+    write_json(args.out, stats)
+    prov = provenance.write(Path(args.out).parent, cfg, stage="obs_norm_stats", seed=args.seed,
+                            variant=args.variant, started=started)
+    _track(cfg, args, "obs_norm_stats", prov, artifacts=[args.out])
+    log.info("observation statistics from %d random steps -> %s", stats["count"], args.out)
+
+
+def _track(cfg, args, stage, prov, artifacts=(), rows=None):
+    from rl.tracking import StageRun
+
+    with StageRun(cfg, args.mlflow_marker, stage, prov, getattr(args, "seed", None),
+                  getattr(args, "variant", layout.DEFAULT_VARIANT)) as run:
+        for step, row in rows or []:
+            run.log_metrics(row, step)
+        run.log_artifacts(list(artifacts))
+
+
+def cmd_train_ppo(args) -> None:
+    import pandas as pd
+
+    from rl import provenance
+    from rl.checkpoint import save
+    from rl.files import read_json, write_csv
+    from rl.ppo import train
+    from rl.tracking import StageRun
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    stats = read_json(args.obs_stats, "observation statistics")
+    if stats.get("env_id") != cfg["env"]["id"]:
+        raise ValueError(
+            f"Observation statistics '{args.obs_stats}' were computed on {stats.get('env_id')} "
+            f"but the config trains on {cfg['env']['id']}. Rerun obs_norm_stats."
+        )
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device_name = cfg["device"]
+    prov = provenance.record(cfg, stage="train_ppo", seed=args.seed, variant=args.variant,
+                             device=str(_device(device_name)), started=started)
+    with StageRun(cfg, args.mlflow_marker, "train_ppo", prov, args.seed, args.variant) as run:
+        def on_batch(row, eval_row):
+            run.log_metrics({k: v for k, v in row.items() if k != "batch"}, row["frames"])
+            if eval_row:
+                run.log_metrics(eval_row, eval_row["frames"])
+
+        result = train(cfg, args.seed, stats, out, on_batch=on_batch)
+        state = result["state"]
+        tag = {"variant": args.variant, "seed": args.seed}
+        metrics = pd.DataFrame(state["metrics"]).assign(**tag)
+        evals = pd.DataFrame(state["eval"]).assign(**tag)
+        save(out / "policy.pt", {
+            "actor": result["actor"].state_dict(),
+            "critic": result["critic"].state_dict(),
+            "optim": result["optim"].state_dict(),
+            "obs_stats": {"loc": stats["loc"], "scale": stats["scale"]},
+            "frames": state["frames"],
+        })
+        write_csv(out / "train_metrics.csv", metrics)
+        write_csv(out / "train_eval.csv", evals)
+        prov = provenance.write(out, cfg, stage="train_ppo", seed=args.seed, variant=args.variant,
+                                device=str(result["device"]), started=started,
+                                extra={"frames": state["frames"], "train_wall_s": state["wall_s"]})
+        run.log_artifacts([out / "train_metrics.csv", out / "train_eval.csv",
+                           out / "provenance.json", args.config])
+        result["checkpoint"].unlink(missing_ok=True)
+    last = state["eval"][-1] if state["eval"] else {}
+    log.info("trained %d frames in %.0fs; last evaluation return %.1f", state["frames"],
+             state["wall_s"], last.get("eval_return", float("nan")))
+
+
+def _device(name: str):
+    from rl.ppo import resolve_device
+
+    return resolve_device(name)
+
+
+def cmd_evaluate_ppo(args) -> None:
+    from rl import provenance
+    from rl.evaluation import evaluate, summarise
+    from rl.files import read_json, write_csv, write_json
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    stats = read_json(args.obs_stats, "observation statistics")
+    episodes = evaluate(cfg, args.seed, args.policy, stats)
+    episodes = episodes.assign(variant=args.variant, seed=args.seed)
+    summary = summarise(episodes) | {"variant": args.variant, "seed": args.seed}
+    write_csv(args.episodes_out, episodes)
+    write_json(args.summary_out, summary)
+    prov = provenance.write(Path(args.episodes_out).parent, cfg, stage="evaluate_ppo",
+                            seed=args.seed, variant=args.variant,
+                            device=str(_device(cfg["device"])), started=started)
+    rows = [(i, {"eval_return": r, "eval_episode_length": n})
+            for i, (r, n) in enumerate(zip(episodes["return"], episodes["length"], strict=True))]
+    _track(cfg, args, "evaluate_ppo", prov, rows=rows,
+           artifacts=[args.episodes_out, args.summary_out])
+    log.info("evaluation over %d episodes: return %.1f +- %.1f, length %.0f",
+             summary["episodes"], summary["return_mean"], summary["return_std"],
+             summary["length_mean"])
+
+
+def cmd_aggregate(args) -> None:
+    from rl import aggregation as agg
+    from rl import provenance
+    from rl.files import write_csv
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    n_boot, conf = cfg["aggregate"]["bootstrap_samples"], cfg["aggregate"]["confidence"]
+    train = agg.read_tables(args.train, ["variant", "seed", "frames", "train_reward_mean"])
+    train_eval = agg.read_tables(args.train_eval, ["variant", "seed", "frames", "eval_return"])
+    episodes = agg.read_tables(args.episodes, ["variant", "seed", "return", "length"])
+    out = Path(args.out_dir)
+    write_csv(out / "ppo_train.csv", train)
+    write_csv(out / "ppo_train_eval.csv", train_eval)
+    write_csv(out / "ppo_eval_episodes.csv", episodes)
+    write_csv(out / "ppo_train_curves.csv", agg.summarise_curves(
+        train, "frames", ["train_reward_mean", "train_max_episode_length"], n_boot, conf))
+    write_csv(out / "ppo_train_eval_curves.csv", agg.summarise_curves(
+        train_eval, "frames", ["eval_return", "eval_episode_length"], n_boot, conf))
+    summary = agg.final_summary(train, train_eval, episodes, n_boot, conf)
+    write_csv(out / "ppo_summary.csv", summary)
+    provenance.write(out, cfg, stage="aggregate", started=started,
+                     extra={"seeds": sorted(train["seed"].unique().tolist())})
+    log.info("aggregated %d seeds:\n%s", train["seed"].nunique(),
+             summary[["variant", "quantity", "mean", "ci_low", "ci_high"]].to_string(index=False))
+
+
+def cmd_plot(args) -> None:
+    import pandas as pd
+
+    from rl import plotting, provenance
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    agg_dir = Path(args.agg_dir)
+
+    def read(name):
+        path = agg_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"Missing aggregate table '{path}'. Run the aggregate rule.")
+        return pd.read_csv(path)
+
+    tables = {"train": read("ppo_train.csv"), "train_eval": read("ppo_train_eval.csv")}
+    curves = {"train": read("ppo_train_curves.csv"),
+              "train_eval": read("ppo_train_eval_curves.csv")}
+    p = cfg["plot"]
+    fig = plotting.ppo_figure(tables, curves, f"PPO on {cfg['env']['id']} ({cfg['study']})",
+                              (p["width_in"], p["height_in"]), p["dpi"])
+    plotting.save_figure(fig, args.png, args.pdf)
+    prov = provenance.write(Path(args.png).parent, cfg, stage="plot", started=started)
+    _track(cfg, args, "plot", prov, artifacts=[args.png, args.pdf, agg_dir / "ppo_summary.csv"])
+    log.info("figure -> %s, %s", args.png, args.pdf)
+
+
+def cmd_ui(args) -> None:
+    import subprocess
+
+    from rl.tracking import tracking_uri
+
+    cfg = config_mod.load(args.config)
+    uri = tracking_uri(cfg)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
+    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                    "--port", str(args.port)], check=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rl", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = sub.add_parser("validate-config", help="validate a config, optionally write it resolved")
+    p.add_argument("--config", required=True)
+    p.add_argument("--write", help="write the resolved config (defaults filled) here")
+    p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser("mlflow-init", help="create the MLflow store, experiment, parent runs")
+    _common(p)
+    p.add_argument("--marker", required=True, help="marker JSON written when done")
+    p.set_defaults(func=cmd_mlflow_init)
+
+    p = sub.add_parser("obs-norm-stats", help="observation loc/scale from random-policy steps")
+    _common(p, seed=True)
+    p.add_argument("--out", required=True, help="statistics JSON")
+    p.add_argument("--mlflow-marker", help="MLflow marker from mlflow-init (omit: untracked)")
+    p.set_defaults(func=cmd_obs_norm_stats)
+
+    p = sub.add_parser("train-ppo", help="train PPO for one seed (resumes from a checkpoint)")
+    _common(p, seed=True)
+    p.add_argument("--obs-stats", required=True, help="statistics JSON from obs-norm-stats")
+    p.add_argument("--out-dir", required=True, help="folder for weights, tables, checkpoint")
+    p.add_argument("--mlflow-marker", help="MLflow marker from mlflow-init (omit: untracked)")
+    p.set_defaults(func=cmd_train_ppo)
+
+    p = sub.add_parser("evaluate-ppo", help="deterministic episodes of a trained policy")
+    _common(p, seed=True)
+    p.add_argument("--policy", required=True, help="policy.pt from train-ppo")
+    p.add_argument("--obs-stats", required=True)
+    p.add_argument("--episodes-out", required=True, help="CSV, one row per episode")
+    p.add_argument("--summary-out", required=True, help="JSON summary")
+    p.add_argument("--mlflow-marker")
+    p.set_defaults(func=cmd_evaluate_ppo)
+
+    p = sub.add_parser("aggregate", help="tidy tables and bootstrap CIs across seeds")
+    _common(p)
+    p.add_argument("--train", nargs="+", required=True, help="per-seed train_metrics.csv")
+    p.add_argument("--train-eval", nargs="+", required=True, help="per-seed train_eval.csv")
+    p.add_argument("--episodes", nargs="+", required=True, help="per-seed episodes.csv")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("plot", help="four-panel PPO figure (PNG and PDF) from aggregate tables")
+    _common(p)
+    p.add_argument("--agg-dir", required=True)
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.add_argument("--mlflow-marker")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on the study's store")
+    p.add_argument("--config", required=True)
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    t0 = time.perf_counter()
+    try:
+        args.func(args)
+    except config_mod.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s finished in %.1fs", args.verb, time.perf_counter() - t0)
+    return 0

@@ -1,0 +1,168 @@
+"""Study configuration: load, validate against the shipped schema, fill defaults.
+
+Imports neither torch nor mlflow, so the Snakefile can use it at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the fix."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        unknown = ".".join(filter(None, [path, extra[0] if extra else ""]))
+        return unknown or "<top level>"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return ".".join(filter(None, [path, missing[0] if missing else ""]))
+    return path or "<top level>"
+
+
+def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
+    """Return a validated deep copy of `config` with every default filled in.
+
+    Raises ConfigError naming the first offending key, then runs the cross-field
+    checks that a JSON schema cannot express.
+    """
+    resolved = copy.deepcopy(dict(config))
+    errors = sorted(_Validator(load_schema()).iter_errors(resolved), key=lambda e: e.path)
+    if errors:
+        err = errors[0]
+        key = _key_of(err)
+        hint = _hint(err)
+        raise ConfigError(
+            f"Invalid config key '{key}' in {source}: {err.message}. {hint} "
+            f"The accepted keys, types and defaults are in {SCHEMA_PATH.name} "
+            f"(workflow/schemas/config.schema.yaml)."
+        )
+    check_semantics(resolved, source)
+    return resolved
+
+
+def _hint(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"Remove or rename it; allowed here: {allowed}."
+    if err.validator == "required":
+        return "Add it."
+    if err.validator == "enum":
+        return f"Use one of {err.validator_value}."
+    if err.validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
+        return f"Choose a value within the bound ({err.validator} {err.validator_value})."
+    if err.validator == "type":
+        return f"Give a value of type {err.validator_value}."
+    if err.validator == "minItems":
+        return f"Give at least {err.validator_value} item(s)."
+    if err.validator == "uniqueItems":
+        return "Remove the duplicates."
+    return "Fix the value."
+
+
+def check_semantics(cfg: dict, source: str = "the config") -> None:
+    """Cross-field constraints (the schema checks each field alone)."""
+    ppo, env = cfg["ppo"], cfg["env"]
+
+    def fail(key: str, why: str, fix: str) -> None:
+        raise ConfigError(f"Invalid config key '{key}' in {source}: {why}. {fix}")
+
+    if ppo["frames_per_batch"] % env["num_envs"]:
+        fail(
+            "ppo.frames_per_batch",
+            f"{ppo['frames_per_batch']} frames per batch is not a multiple of "
+            f"env.num_envs={env['num_envs']}",
+            "Make frames_per_batch a multiple of num_envs.",
+        )
+    if ppo["total_frames"] % ppo["frames_per_batch"]:
+        fail(
+            "ppo.total_frames",
+            f"{ppo['total_frames']} is not a multiple of ppo.frames_per_batch="
+            f"{ppo['frames_per_batch']}",
+            "Make total_frames a whole number of batches.",
+        )
+    if ppo["frames_per_batch"] % ppo["minibatch_size"]:
+        fail(
+            "ppo.minibatch_size",
+            f"{ppo['minibatch_size']} does not divide ppo.frames_per_batch="
+            f"{ppo['frames_per_batch']}",
+            "Choose a minibatch size that divides the batch.",
+        )
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file '{path}' does not exist. Pass an existing YAML file, e.g. "
+            f"configs/default.yaml or the resolved results/<study>/config.yaml."
+        )
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}. Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of keys, not {type(raw).__name__}.")
+    return validate(raw, source=str(path))
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """A short stable hash of the resolved config (key order does not matter)."""
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'ppo': {'lr': 1}} -> {'ppo.lr': 1}; lists are kept as their JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def dump(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False)

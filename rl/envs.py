@@ -1,0 +1,86 @@
+"""Environment construction: gymnasium MuJoCo tasks wrapped for TorchRL."""
+
+from __future__ import annotations
+
+import gymnasium
+import torch
+from gymnasium.vector import AutoresetMode
+from torchrl.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    ObservationNorm,
+    RewardScaling,
+    StepCounter,
+    TransformedEnv,
+)
+from torchrl.envs.libs.gym import GymWrapper
+
+
+def check_env_id(env_id: str) -> None:
+    if env_id not in gymnasium.registry:
+        close = [k for k in gymnasium.registry if k.split("-")[0] == env_id.split("-")[0]]
+        raise ValueError(
+            f"Unknown gymnasium environment id '{env_id}' (config key env.id). "
+            f"Registered ids of that name: {close or 'none'}. Use one of them, e.g. "
+            f"InvertedDoublePendulum-v5."
+        )
+
+
+def make_env(
+    env_cfg: dict,
+    seed: int,
+    *,
+    num_envs: int | None = None,
+    obs_stats: dict | None = None,
+    reward_scale: float | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[EnvBase, ObservationNorm | None]:
+    """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
+
+    Returns the env and its ObservationNorm (None without stats); keep that reference:
+    TorchRL inserts its own vector-env transform first, so indexing would be fragile.
+    """
+    check_env_id(env_cfg["id"])
+    n = num_envs or env_cfg["num_envs"]
+    venv = gymnasium.make_vec(
+        env_cfg["id"],
+        num_envs=n,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        max_episode_steps=env_cfg["max_episode_steps"],
+    )
+    base = GymWrapper(venv, device=device)
+    norm = None
+    transforms = []
+    if obs_stats is not None:
+        norm = ObservationNorm(
+            loc=torch.as_tensor(obs_stats["loc"], dtype=torch.float64, device=device),
+            scale=torch.as_tensor(obs_stats["scale"], dtype=torch.float64, device=device),
+            in_keys=["observation"],
+            standard_normal=True,
+        )
+        transforms.append(norm)
+    transforms += [DoubleToFloat(in_keys=["observation"]), StepCounter()]
+    if reward_scale is not None and reward_scale != 1.0:
+        transforms.append(RewardScaling(loc=0.0, scale=reward_scale))
+    env = TransformedEnv(base, Compose(*transforms))
+    env.set_seed(seed)
+    return env, norm
+
+
+def observation_stats(env_cfg: dict, steps: int, seed: int) -> dict:
+    """Mean/std of observations under a uniformly random policy, over `steps` env steps."""
+    env, _ = make_env(env_cfg, seed, num_envs=1)
+    torch.manual_seed(seed)
+    norm = ObservationNorm(in_keys=["observation"], standard_normal=True)
+    env.append_transform(norm)
+    norm.init_stats(num_iter=steps, reduce_dim=(0, 1), cat_dim=1)
+    env.close()
+    return {
+        "env_id": env_cfg["id"],
+        "loc": norm.loc.flatten().tolist(),
+        "scale": norm.scale.flatten().tolist(),
+        "count": steps,
+        "seed": seed,
+    }

@@ -1,0 +1,49 @@
+"""Where every output of a study lives. The Snakefile and the verbs both use this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_VARIANT = "default"
+
+
+def study_dir(cfg: dict) -> Path:
+    return Path(cfg["results_dir"]) / cfg["study"]
+
+
+def seed_dir(cfg: dict, seed: int | str, variant: str = DEFAULT_VARIANT) -> Path:
+    return study_dir(cfg) / variant / f"seed{seed}"
+
+
+def outputs(cfg: dict) -> dict[str, str]:
+    """Path patterns with {variant} and {seed} wildcards, keyed by what they hold."""
+    study = study_dir(cfg)
+    seed = study / "{variant}" / "seed{seed}"
+    return {
+        "config": str(study / "config.yaml"),
+        "mlflow_marker": str(study / "mlflow" / "initialised.json"),
+        "obs_norm": str(seed / "obs_norm" / "stats.json"),
+        "ppo_dir": str(seed / "ppo"),
+        "ppo_policy": str(seed / "ppo" / "policy.pt"),
+        "ppo_metrics": str(seed / "ppo" / "train_metrics.csv"),
+        "ppo_train_eval": str(seed / "ppo" / "train_eval.csv"),
+        "eval_episodes": str(seed / "eval" / "episodes.csv"),
+        "eval_summary": str(seed / "eval" / "summary.json"),
+        "agg_dir": str(study / "aggregate"),
+        "agg_train": str(study / "aggregate" / "ppo_train.csv"),
+        "agg_train_eval": str(study / "aggregate" / "ppo_train_eval.csv"),
+        "agg_eval": str(study / "aggregate" / "ppo_eval_episodes.csv"),
+        "agg_summary": str(study / "aggregate" / "ppo_summary.csv"),
+        "fig_png": str(study / "figures" / "ppo.png"),
+        "fig_pdf": str(study / "figures" / "ppo.pdf"),
+        "logs": str(study / "logs"),
+    }
+
+
+def mlflow_default_uri(cfg: dict) -> str:
+    db = (study_dir(cfg) / "mlflow" / "mlflow.db").resolve()
+    return f"sqlite:///{db}"
+
+
+def mlflow_artifact_root(cfg: dict) -> str:
+    return (study_dir(cfg) / "mlflow" / "artifacts").resolve().as_uri()

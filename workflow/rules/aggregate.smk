@@ -1,0 +1,52 @@
+# Across-seed tables and the four-panel figures, from per-seed results alone.
+
+
+rule aggregate:
+    input:
+        train=per_seed("ppo_metrics"),
+        train_eval=per_seed("ppo_train_eval"),
+        episodes=per_seed("eval_episodes"),
+    output:
+        train=OUT["agg_train"],
+        train_eval=OUT["agg_train_eval"],
+        episodes=OUT["agg_eval"],
+        curves=os.path.join(OUT["agg_dir"], "ppo_train_curves.csv"),
+        eval_curves=os.path.join(OUT["agg_dir"], "ppo_train_eval_curves.csv"),
+        summary=report(
+            OUT["agg_summary"], caption="../report/ppo_summary.rst", category="PPO"
+        ),
+    log:
+        os.path.join(OUT["logs"], "aggregate", "all.log"),
+    params:
+        settings=settings_hash("aggregate"),
+        out_dir=OUT["agg_dir"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl aggregate --config {RESOLVED_CONFIG} --train {input.train}"
+        " --train-eval {input.train_eval} --episodes {input.episodes}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule plot:
+    input:
+        MLFLOW_MARKER,
+        rules.aggregate.output,
+    output:
+        png=report(OUT["fig_png"], caption="../report/ppo_figure.rst", category="PPO"),
+        pdf=OUT["fig_pdf"],
+    log:
+        os.path.join(OUT["logs"], "plot", "all.log"),
+    params:
+        settings=settings_hash("plot", "env", "study"),
+        agg_dir=OUT["agg_dir"],
+        marker=MARKER_ARG,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl plot --config {RESOLVED_CONFIG} --agg-dir {params.agg_dir}"
+        " --png {output.png} --pdf {output.pdf} {params.marker} > {log} 2>&1"

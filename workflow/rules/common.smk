@@ -1,0 +1,76 @@
+# The only logic of the workflow: config validation, paths, provenance environment.
+import os
+import subprocess
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from rl import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast parse)
+from rl import layout  # noqa: E402
+
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+try:
+    config = rl_config.validate(config, source="the workflow config")
+except rl_config.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+OUT = layout.outputs(config)
+SEEDS = config["seeds"]
+VARIANTS = [layout.DEFAULT_VARIANT]
+STUDY_DIR = str(layout.study_dir(config))
+RESOLVED_CONFIG = OUT["config"]
+MLFLOW_MARKER = OUT["mlflow_marker"] if config["mlflow"]["enabled"] else []
+MARKER_ARG = f"--mlflow-marker {OUT['mlflow_marker']}" if config["mlflow"]["enabled"] else ""
+
+
+wildcard_constraints:
+    seed=r"\d+",
+    variant=r"[A-Za-z0-9_.-]+",
+
+
+def _git(*args):
+    try:
+        return subprocess.run(
+            ["git", "-C", workflow.basedir, *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+# Provenance reaches jobs through the environment, not params: a new commit must not
+# rerun the study.
+os.environ.setdefault("RL_GIT_COMMIT", _git("rev-parse", "HEAD") or "unknown")
+os.environ.setdefault(
+    "RL_GIT_DIRTY", "1" if _git("status", "--porcelain", "--untracked-files=no") else "0"
+)
+# The resolved config (defaults filled) is what every job reads; rewritten only when it
+# changes, so an unchanged study stays a no-op.
+_resolved = rl_config.dump(config)
+if not os.path.exists(RESOLVED_CONFIG) or open(RESOLVED_CONFIG).read() != _resolved:
+    os.makedirs(os.path.dirname(RESOLVED_CONFIG), exist_ok=True)
+    with open(RESOLVED_CONFIG + ".tmp", "w") as _f:
+        _f.write(_resolved)
+    os.replace(RESOLVED_CONFIG + ".tmp", RESOLVED_CONFIG)
+
+
+def per_seed(key):
+    return expand(OUT[key], variant=VARIANTS, seed=SEEDS)
+
+
+def log_path(rule_name, per_seed_rule=True):
+    name = "{variant}-seed{seed}.log" if per_seed_rule else "all.log"
+    return os.path.join(OUT["logs"], rule_name, name)
+
+
+def all_targets():
+    return [OUT["fig_png"], OUT["fig_pdf"], OUT["agg_summary"]]
+
+
+def settings_hash(*sections):
+    """Rerun trigger: the hash of the config sections a rule's outputs depend on."""
+    return rl_config.config_hash({s: config[s] for s in sections})
+
+
+GPU_JOBS = 1 if config["device"] == "cuda" else 0

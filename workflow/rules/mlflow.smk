@@ -1,0 +1,17 @@
+# Creates the MLflow store, experiment and per-seed parent runs once, before any parallel
+# job (a fresh sqlite store migrated by racing jobs breaks for good: mlflow-facts.md).
+
+
+rule mlflow_init:
+    output:
+        OUT["mlflow_marker"],
+    log:
+        os.path.join(OUT["logs"], "mlflow_init", "all.log"),
+    params:
+        settings=settings_hash("study", "seeds", "mlflow"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl mlflow-init --config {RESOLVED_CONFIG} --marker {output} > {log} 2>&1"

@@ -1,0 +1,70 @@
+# PPO on the configured gymnasium MuJoCo task, per variant and seed.
+
+
+rule obs_norm_stats:
+    input:
+        MLFLOW_MARKER,
+    output:
+        OUT["obs_norm"],
+    log:
+        log_path("obs_norm_stats"),
+    params:
+        settings=settings_hash("env", "obs_norm"),
+        marker=MARKER_ARG,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl obs-norm-stats --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        " --variant {wildcards.variant} --threads {threads} --out {output} {params.marker}"
+        " > {log} 2>&1"
+
+
+rule train_ppo:
+    input:
+        MLFLOW_MARKER,
+        stats=OUT["obs_norm"],
+    output:
+        policy=OUT["ppo_policy"],
+        metrics=OUT["ppo_metrics"],
+        train_eval=OUT["ppo_train_eval"],
+    log:
+        log_path("train_ppo"),
+    params:
+        settings=settings_hash("env", "obs_norm", "ppo", "evaluation", "device"),
+        out_dir=OUT["ppo_dir"],
+        marker=MARKER_ARG,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+        gpu=GPU_JOBS,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl train-ppo --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        " --variant {wildcards.variant} --threads {threads} --obs-stats {input.stats}"
+        " --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
+
+
+rule evaluate_ppo:
+    input:
+        MLFLOW_MARKER,
+        policy=OUT["ppo_policy"],
+        stats=OUT["obs_norm"],
+    output:
+        episodes=OUT["eval_episodes"],
+        summary=OUT["eval_summary"],
+    log:
+        log_path("evaluate_ppo"),
+    params:
+        settings=settings_hash("env", "evaluation", "device"),
+        marker=MARKER_ARG,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "RL_SNAKEMAKE_RULE={rule} python -m rl evaluate-ppo --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        " --variant {wildcards.variant} --threads {threads} --policy {input.policy}"
+        " --obs-stats {input.stats} --episodes-out {output.episodes}"
+        " --summary-out {output.summary} {params.marker} > {log} 2>&1"
