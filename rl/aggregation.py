@@ -61,24 +61,36 @@ def summarise_curves(
             per_seed = group.groupby("seed")[metric].mean()
             mean, low, high = bootstrap_ci(per_seed, n_boot, confidence)
             rows.append(
-                {"variant": variant, by: x, "metric": metric, "mean": mean,
-                 "ci_low": low, "ci_high": high, "n_seeds": int(per_seed.size)}
+                {
+                    "variant": variant,
+                    by: x,
+                    "metric": metric,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": int(per_seed.size),
+                }
             )
     return pd.DataFrame(rows)
 
 
 def final_summary(
-    train: pd.DataFrame, train_eval: pd.DataFrame, episodes: pd.DataFrame,
-    n_boot: int, confidence: float,
+    train: pd.DataFrame,
+    train_eval: pd.DataFrame,
+    episodes: pd.DataFrame,
+    n_boot: int,
+    confidence: float,
 ) -> pd.DataFrame:
     """One row per variant and quantity: the across-seed mean and CI of each seed's final value."""
     per_seed = {
         "eval_return": episodes.groupby(["variant", "seed"])["return"].mean(),
         "eval_episode_length": episodes.groupby(["variant", "seed"])["length"].mean(),
         "final_train_reward_mean": train.sort_values("frames")
-        .groupby(["variant", "seed"])["train_reward_mean"].last(),
+        .groupby(["variant", "seed"])["train_reward_mean"]
+        .last(),
         "final_train_eval_return": train_eval.sort_values("frames")
-        .groupby(["variant", "seed"])["eval_return"].last(),
+        .groupby(["variant", "seed"])["eval_return"]
+        .last(),
         "best_train_eval_return": train_eval.groupby(["variant", "seed"])["eval_return"].max(),
         "train_frames_per_s": train.groupby(["variant", "seed"])["frames_per_s"].median(),
     }
@@ -87,8 +99,14 @@ def final_summary(
         for variant, values in series.groupby(level="variant"):
             mean, low, high = bootstrap_ci(values.to_numpy(), n_boot, confidence)
             rows.append(
-                {"variant": variant, "quantity": quantity, "mean": mean, "ci_low": low,
-                 "ci_high": high, "n_seeds": int(values.size),
-                 "per_seed": " ".join(f"{v:.6g}" for v in values.to_numpy())}
+                {
+                    "variant": variant,
+                    "quantity": quantity,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": int(values.size),
+                    "per_seed": " ".join(f"{v:.6g}" for v in values.to_numpy()),
+                }
             )
     return pd.DataFrame(rows)

@@ -51,8 +51,12 @@ def cmd_mlflow_init(args) -> None:
 
     cfg = _setup(args)
     info = tracking.init_store(cfg, cfg["seeds"], [layout.DEFAULT_VARIANT], args.marker)
-    log.info("MLflow store %s, experiment '%s' (%s)", info["tracking_uri"],
-             info["experiment"], info["experiment_id"])
+    log.info(
+        "MLflow store %s, experiment '%s' (%s)",
+        info["tracking_uri"],
+        info["experiment"],
+        info["experiment_id"],
+    )
 
 
 def cmd_obs_norm_stats(args) -> None:
@@ -68,8 +72,14 @@ def cmd_obs_norm_stats(args) -> None:
         stats["scale"] = [1.0] * len(stats["scale"])
         stats["identity"] = True
     write_json(args.out, stats)
-    prov = provenance.write(Path(args.out).parent, cfg, stage="obs_norm_stats", seed=args.seed,
-                            variant=args.variant, started=started)
+    prov = provenance.write(
+        Path(args.out).parent,
+        cfg,
+        stage="obs_norm_stats",
+        seed=args.seed,
+        variant=args.variant,
+        started=started,
+    )
     _track(cfg, args, "obs_norm_stats", prov, artifacts=[args.out])
     log.info("observation statistics from %d random steps -> %s", stats["count"], args.out)
 
@@ -77,8 +87,14 @@ def cmd_obs_norm_stats(args) -> None:
 def _track(cfg, args, stage, prov, artifacts=(), rows=None):
     from rl.tracking import StageRun
 
-    with StageRun(cfg, args.mlflow_marker, stage, prov, getattr(args, "seed", None),
-                  getattr(args, "variant", layout.DEFAULT_VARIANT)) as run:
+    with StageRun(
+        cfg,
+        args.mlflow_marker,
+        stage,
+        prov,
+        getattr(args, "seed", None),
+        getattr(args, "variant", layout.DEFAULT_VARIANT),
+    ) as run:
         for step, row in rows or []:
             run.log_metrics(row, step)
         run.log_artifacts(list(artifacts))
@@ -104,9 +120,16 @@ def cmd_train_ppo(args) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device_name = cfg["device"]
-    prov = provenance.record(cfg, stage="train_ppo", seed=args.seed, variant=args.variant,
-                             device=str(_device(device_name)), started=started)
+    prov = provenance.record(
+        cfg,
+        stage="train_ppo",
+        seed=args.seed,
+        variant=args.variant,
+        device=str(_device(device_name)),
+        started=started,
+    )
     with StageRun(cfg, args.mlflow_marker, "train_ppo", prov, args.seed, args.variant) as run:
+
         def on_batch(row, eval_row):
             run.log_metrics({k: v for k, v in row.items() if k != "batch"}, row["frames"])
             if eval_row:
@@ -117,24 +140,44 @@ def cmd_train_ppo(args) -> None:
         tag = {"variant": args.variant, "seed": args.seed}
         metrics = pd.DataFrame(state["metrics"]).assign(**tag)
         evals = pd.DataFrame(state["eval"]).assign(**tag)
-        save(out / "policy.pt", {
-            "actor": result["actor"].state_dict(),
-            "critic": result["critic"].state_dict(),
-            "optim": result["optim"].state_dict(),
-            "obs_stats": {"loc": stats["loc"], "scale": stats["scale"]},
-            "frames": state["frames"],
-        })
+        save(
+            out / "policy.pt",
+            {
+                "actor": result["actor"].state_dict(),
+                "critic": result["critic"].state_dict(),
+                "optim": result["optim"].state_dict(),
+                "obs_stats": {"loc": stats["loc"], "scale": stats["scale"]},
+                "frames": state["frames"],
+            },
+        )
         write_csv(out / "train_metrics.csv", metrics)
         write_csv(out / "train_eval.csv", evals)
-        prov = provenance.write(out, cfg, stage="train_ppo", seed=args.seed, variant=args.variant,
-                                device=str(result["device"]), started=started,
-                                extra={"frames": state["frames"], "train_wall_s": state["wall_s"]})
-        run.log_artifacts([out / "train_metrics.csv", out / "train_eval.csv",
-                           out / "provenance.json", args.config])
+        prov = provenance.write(
+            out,
+            cfg,
+            stage="train_ppo",
+            seed=args.seed,
+            variant=args.variant,
+            device=str(result["device"]),
+            started=started,
+            extra={"frames": state["frames"], "train_wall_s": state["wall_s"]},
+        )
+        run.log_artifacts(
+            [
+                out / "train_metrics.csv",
+                out / "train_eval.csv",
+                out / "provenance.json",
+                args.config,
+            ]
+        )
         result["checkpoint"].unlink(missing_ok=True)
     last = state["eval"][-1] if state["eval"] else {}
-    log.info("trained %d frames in %.0fs; last evaluation return %.1f", state["frames"],
-             state["wall_s"], last.get("eval_return", float("nan")))
+    log.info(
+        "trained %d frames in %.0fs; last evaluation return %.1f",
+        state["frames"],
+        state["wall_s"],
+        last.get("eval_return", float("nan")),
+    )
 
 
 def _device(name: str):
@@ -156,16 +199,29 @@ def cmd_evaluate_ppo(args) -> None:
     summary = summarise(episodes) | {"variant": args.variant, "seed": args.seed}
     write_csv(args.episodes_out, episodes)
     write_json(args.summary_out, summary)
-    prov = provenance.write(Path(args.episodes_out).parent, cfg, stage="evaluate_ppo",
-                            seed=args.seed, variant=args.variant,
-                            device=str(_device(cfg["device"])), started=started)
-    rows = [(i, {"eval_return": r, "eval_episode_length": n})
-            for i, (r, n) in enumerate(zip(episodes["return"], episodes["length"], strict=True))]
-    _track(cfg, args, "evaluate_ppo", prov, rows=rows,
-           artifacts=[args.episodes_out, args.summary_out])
-    log.info("evaluation over %d episodes: return %.1f +- %.1f, length %.0f",
-             summary["episodes"], summary["return_mean"], summary["return_std"],
-             summary["length_mean"])
+    prov = provenance.write(
+        Path(args.episodes_out).parent,
+        cfg,
+        stage="evaluate_ppo",
+        seed=args.seed,
+        variant=args.variant,
+        device=str(_device(cfg["device"])),
+        started=started,
+    )
+    rows = [
+        (i, {"eval_return": r, "eval_episode_length": n})
+        for i, (r, n) in enumerate(zip(episodes["return"], episodes["length"], strict=True))
+    ]
+    _track(
+        cfg, args, "evaluate_ppo", prov, rows=rows, artifacts=[args.episodes_out, args.summary_out]
+    )
+    log.info(
+        "evaluation over %d episodes: return %.1f +- %.1f, length %.0f",
+        summary["episodes"],
+        summary["return_mean"],
+        summary["return_std"],
+        summary["length_mean"],
+    )
 
 
 def cmd_aggregate(args) -> None:
@@ -183,16 +239,32 @@ def cmd_aggregate(args) -> None:
     write_csv(out / "ppo_train.csv", train)
     write_csv(out / "ppo_train_eval.csv", train_eval)
     write_csv(out / "ppo_eval_episodes.csv", episodes)
-    write_csv(out / "ppo_train_curves.csv", agg.summarise_curves(
-        train, "frames", ["train_reward_mean", "train_max_episode_length"], n_boot, conf))
-    write_csv(out / "ppo_train_eval_curves.csv", agg.summarise_curves(
-        train_eval, "frames", ["eval_return", "eval_episode_length"], n_boot, conf))
+    write_csv(
+        out / "ppo_train_curves.csv",
+        agg.summarise_curves(
+            train, "frames", ["train_reward_mean", "train_max_episode_length"], n_boot, conf
+        ),
+    )
+    write_csv(
+        out / "ppo_train_eval_curves.csv",
+        agg.summarise_curves(
+            train_eval, "frames", ["eval_return", "eval_episode_length"], n_boot, conf
+        ),
+    )
     summary = agg.final_summary(train, train_eval, episodes, n_boot, conf)
     write_csv(out / "ppo_summary.csv", summary)
-    provenance.write(out, cfg, stage="aggregate", started=started,
-                     extra={"seeds": sorted(train["seed"].unique().tolist())})
-    log.info("aggregated %d seeds:\n%s", train["seed"].nunique(),
-             summary[["variant", "quantity", "mean", "ci_low", "ci_high"]].to_string(index=False))
+    provenance.write(
+        out,
+        cfg,
+        stage="aggregate",
+        started=started,
+        extra={"seeds": sorted(train["seed"].unique().tolist())},
+    )
+    log.info(
+        "aggregated %d seeds:\n%s",
+        train["seed"].nunique(),
+        summary[["variant", "quantity", "mean", "ci_low", "ci_high"]].to_string(index=False),
+    )
 
 
 def cmd_plot(args) -> None:
@@ -211,11 +283,18 @@ def cmd_plot(args) -> None:
         return pd.read_csv(path)
 
     tables = {"train": read("ppo_train.csv"), "train_eval": read("ppo_train_eval.csv")}
-    curves = {"train": read("ppo_train_curves.csv"),
-              "train_eval": read("ppo_train_eval_curves.csv")}
+    curves = {
+        "train": read("ppo_train_curves.csv"),
+        "train_eval": read("ppo_train_eval_curves.csv"),
+    }
     p = cfg["plot"]
-    fig = plotting.ppo_figure(tables, curves, f"PPO on {cfg['env']['id']} ({cfg['study']})",
-                              (p["width_in"], p["height_in"]), p["dpi"])
+    fig = plotting.ppo_figure(
+        tables,
+        curves,
+        f"PPO on {cfg['env']['id']} ({cfg['study']})",
+        (p["width_in"], p["height_in"]),
+        p["dpi"],
+    )
     plotting.save_figure(fig, args.png, args.pdf)
     prov = provenance.write(Path(args.png).parent, cfg, stage="plot", started=started)
     _track(cfg, args, "plot", prov, artifacts=[args.png, args.pdf, agg_dir / "ppo_summary.csv"])
@@ -230,8 +309,19 @@ def cmd_ui(args) -> None:
     cfg = config_mod.load(args.config)
     uri = tracking_uri(cfg)
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
-    subprocess.run([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                    "--port", str(args.port)], check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--port",
+            str(args.port),
+        ],
+        check=False,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

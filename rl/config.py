@@ -138,9 +138,13 @@ def load(path: str | Path) -> dict:
         with open(path) as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file '{path}' is not valid YAML: {exc}. Fix the syntax.") from None
+        raise ConfigError(
+            f"Config file '{path}' is not valid YAML: {exc}. Fix the syntax."
+        ) from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"Config file '{path}' must hold a mapping of keys, not {type(raw).__name__}.")
+        raise ConfigError(
+            f"Config file '{path}' must hold a mapping of keys, not {type(raw).__name__}."
+        )
     return validate(raw, source=str(path))
 
 

@@ -36,8 +36,11 @@ def evaluate(cfg: dict, seed: int, policy_path, obs_stats: dict) -> pd.DataFrame
     device = resolve_device(cfg["device"])
     torch.manual_seed(seed + cfg["evaluation"]["seed_offset"])
     env, _ = make_env(
-        cfg["env"], seed + cfg["evaluation"]["seed_offset"], num_envs=1,
-        obs_stats=obs_stats, device=device,
+        cfg["env"],
+        seed + cfg["evaluation"]["seed_offset"],
+        num_envs=1,
+        obs_stats=obs_stats,
+        device=device,
     )
     actor, _ = load_actor(cfg, policy_path, device, env)
     n = cfg["evaluation"]["episodes"]

@@ -26,20 +26,36 @@ def _panel(ax, tidy: pd.DataFrame, curves: pd.DataFrame, metric: str, palette: d
     for variant, group in tidy.groupby("variant"):
         colour = palette[variant]
         sns.lineplot(
-            data=group, x="frames", y=metric, units="seed", estimator=None,
-            color=colour, alpha=0.25, linewidth=0.8, ax=ax, legend=False,
+            data=group,
+            x="frames",
+            y=metric,
+            units="seed",
+            estimator=None,
+            color=colour,
+            alpha=0.25,
+            linewidth=0.8,
+            ax=ax,
+            legend=False,
         )
         band = curves[(curves["variant"] == variant) & (curves["metric"] == metric)]
         band = band.sort_values("frames")
         n = int(band["n_seeds"].max()) if len(band) else 0
-        ax.plot(band["frames"], band["mean"], color=colour, linewidth=2,
-                label=f"{variant} (mean of {n} seeds, 95% CI)")
+        ax.plot(
+            band["frames"],
+            band["mean"],
+            color=colour,
+            linewidth=2,
+            label=f"{variant} (mean of {n} seeds, 95% CI)",
+        )
         ax.fill_between(band["frames"], band["ci_low"], band["ci_high"], color=colour, alpha=0.25)
 
 
 def ppo_figure(
-    tables: dict[str, pd.DataFrame], curves: dict[str, pd.DataFrame], title: str,
-    size: tuple[float, float], dpi: int,
+    tables: dict[str, pd.DataFrame],
+    curves: dict[str, pd.DataFrame],
+    title: str,
+    size: tuple[float, float],
+    dpi: int,
 ) -> plt.Figure:
     sns.set_theme(context="paper", style="whitegrid")
     variants = sorted(tables["train"]["variant"].unique())

@@ -167,8 +167,12 @@ def train(
                 "train_max_episode_length": int(data["next", "step_count"].max()),
                 "loss_objective": float(losses["loss_objective"].detach()),
                 "loss_critic": float(losses["loss_critic"].detach()),
-                "loss_entropy": float(losses["loss_entropy"].detach()) if "loss_entropy" in losses.keys() else 0.0,
-                "entropy": float(losses["entropy"].detach()) if "entropy" in losses.keys() else float("nan"),
+                "loss_entropy": float(losses["loss_entropy"].detach())
+                if "loss_entropy" in losses.keys()
+                else 0.0,
+                "entropy": float(losses["entropy"].detach())
+                if "entropy" in losses.keys()
+                else float("nan"),
                 "grad_norm": float(grad_norm),
                 "lr": lr,
                 "frames_per_s": data.numel() / dt,
@@ -178,7 +182,11 @@ def train(
             eval_row = None
             if state["frames"] >= next_eval or state["frames"] >= ppo["total_frames"]:
                 ret, length = evaluate_episode(eval_env, actor, cfg["env"]["max_episode_steps"])
-                eval_row = {"frames": state["frames"], "eval_return": ret, "eval_episode_length": length}
+                eval_row = {
+                    "frames": state["frames"],
+                    "eval_return": ret,
+                    "eval_episode_length": length,
+                }
                 state["eval"].append(eval_row)
                 next_eval += ppo["eval_interval_frames"]
                 t_batch = time.perf_counter()  # evaluation time is not training throughput
@@ -201,5 +209,12 @@ def train(
     progress.close()
     env.close()
     eval_env.close()
-    return {"state": state, "actor": actor, "critic": critic, "optim": optim, "sched": sched,
-            "device": device, "checkpoint": ckpt_path}
+    return {
+        "state": state,
+        "actor": actor,
+        "critic": critic,
+        "optim": optim,
+        "sched": sched,
+        "device": device,
+        "checkpoint": ckpt_path,
+    }

@@ -1,0 +1,166 @@
+"""The real Snakefile, run by the real snakemake on configs/ci.yaml in a temporary copy."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wf")
+    for name in ("Snakefile", "workflow", "configs", "rl"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src, root / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(src, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ci_run(workdir):
+    proc = snakemake(workdir, "--configfile", "configs/ci.yaml")
+    with open(workdir / "configs" / "ci.yaml") as f:
+        cfg = yaml.safe_load(f)
+    return workdir, cfg, proc
+
+
+def test_every_output_exists_and_is_well_formed(ci_run):
+    workdir, cfg, _ = ci_run
+    study = workdir / "results" / "ci"
+    n_batches = cfg["ppo"]["total_frames"] // cfg["ppo"]["frames_per_batch"]
+    n_evals = cfg["ppo"]["total_frames"] // cfg["ppo"]["eval_interval_frames"]
+    for seed in cfg["seeds"]:
+        d = study / "default" / f"seed{seed}"
+        stats = json.loads((d / "obs_norm" / "stats.json").read_text())
+        assert len(stats["loc"]) == len(stats["scale"]) == 9
+        assert stats["count"] == cfg["obs_norm"]["steps"]
+        assert all(s > 0 for s in stats["scale"])
+        metrics = pd.read_csv(d / "ppo" / "train_metrics.csv")
+        assert len(metrics) == n_batches
+        assert metrics["frames"].tolist() == [
+            cfg["ppo"]["frames_per_batch"] * (i + 1) for i in range(n_batches)
+        ]
+        for col in (
+            "train_reward_mean",
+            "train_max_episode_length",
+            "loss_objective",
+            "loss_critic",
+            "lr",
+            "frames_per_s",
+            "seed",
+            "variant",
+        ):
+            assert col in metrics.columns
+            assert metrics[col].notna().all()
+        evals = pd.read_csv(d / "ppo" / "train_eval.csv")
+        assert len(evals) == n_evals
+        assert {"frames", "eval_return", "eval_episode_length"} <= set(evals.columns)
+        episodes = pd.read_csv(d / "eval" / "episodes.csv")
+        assert len(episodes) == cfg["evaluation"]["episodes"]
+        assert (episodes["length"] >= 1).all()
+        summary = json.loads((d / "eval" / "summary.json").read_text())
+        assert summary["return_mean"] == pytest.approx(episodes["return"].mean())
+        assert (d / "ppo" / "policy.pt").stat().st_size > 0
+        assert not (d / "ppo" / "checkpoint.pt").exists()
+        prov = json.loads((d / "ppo" / "provenance.json").read_text())
+        for key in ("git_commit", "config_hash", "versions", "device", "rule", "seed"):
+            assert key in prov
+        assert prov["rule"] == "train_ppo" and prov["seed"] == seed
+        for rule in ("obs_norm_stats", "train_ppo", "evaluate_ppo"):
+            assert (study / "logs" / rule / f"default-seed{seed}.log").is_file()
+    log = (study / "logs" / "train_ppo" / "default-seed0.log").read_text()
+    assert "frames/s" in log and "ETA" in log
+
+    summary = pd.read_csv(study / "aggregate" / "ppo_summary.csv")
+    row = summary.set_index("quantity").loc["eval_return"]
+    assert row["n_seeds"] == len(cfg["seeds"])
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+    tidy = pd.read_csv(study / "aggregate" / "ppo_train.csv")
+    assert len(tidy) == n_batches * len(cfg["seeds"])
+
+    png = Image.open(study / "figures" / "ppo.png")
+    assert png.size == (
+        cfg["plot"].get("width_in", 7.0) * cfg["plot"]["dpi"],
+        cfg["plot"].get("height_in", 5.0) * cfg["plot"]["dpi"],
+    )
+    assert len(set(png.convert("L").getdata())) > 10  # not blank
+    assert (study / "figures" / "ppo.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_mlflow_holds_every_stage_of_every_seed(ci_run):
+    from mlflow.tracking import MlflowClient
+
+    workdir, cfg, _ = ci_run
+    marker = json.loads((workdir / "results" / "ci" / "mlflow" / "initialised.json").read_text())
+    client = MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs([marker["experiment_id"]], max_results=1000)
+    stages = [r for r in runs if r.data.tags.get("rl.kind") == "stage"]
+    by_stage = {}
+    for run in stages:
+        by_stage.setdefault(run.data.tags["rl.stage"], []).append(run)
+        assert run.info.status == "FINISHED"
+    n = len(cfg["seeds"])
+    assert {k: len(v) for k, v in by_stage.items()} == {
+        "obs_norm_stats": n,
+        "train_ppo": n,
+        "evaluate_ppo": n,
+        "plot": 1,
+    }
+    parents = set(marker["parents"].values())
+    for run in by_stage["train_ppo"]:
+        assert run.data.tags["mlflow.parentRunId"] in parents
+        assert run.data.params["ppo.clip_epsilon"] == "0.2"
+        assert run.data.tags["rl.snakemake_rule"] == "train_ppo"
+        history = client.get_metric_history(run.info.run_id, "train_reward_mean")
+        assert len(history) == cfg["ppo"]["total_frames"] // cfg["ppo"]["frames_per_batch"]
+        assert sorted(m.step for m in history)[-1] == cfg["ppo"]["total_frames"]
+
+
+def test_second_run_does_nothing(ci_run):
+    workdir, _, _ = ci_run
+    proc = snakemake(workdir, "--configfile", "configs/ci.yaml")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(ci_run):
+    workdir, _, _ = ci_run
+    proc = snakemake(workdir, "--configfile", "configs/ci.yaml", "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+def test_bad_config_stops_before_any_job(workdir, tmp_path):
+    with open(workdir / "configs" / "ci.yaml") as f:
+        cfg = yaml.safe_load(f)
+    cfg["study"] = "broken"
+    cfg["ppo"]["clip_epsilon"] = "wide"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workdir, "--configfile", str(bad), check=False)
+    assert proc.returncode != 0
+    assert "'ppo.clip_epsilon'" in proc.stdout + proc.stderr
+    assert not (workdir / "results" / "broken" / "default").exists()

@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+VERBS = [
+    "validate-config",
+    "mlflow-init",
+    "obs-norm-stats",
+    "train-ppo",
+    "evaluate-ppo",
+    "aggregate",
+    "plot",
+    "ui",
+]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl", verb, "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert "--config" in proc.stdout
+
+
+def test_missing_input_file_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl",
+            "train-ppo",
+            "--config",
+            "configs/ci.yaml",
+            "--seed",
+            "0",
+            "--obs-stats",
+            str(tmp_path / "none.json"),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "Missing observation statistics" in proc.stderr
+    assert not (tmp_path / "out" / "policy.pt").exists()
+
+
+def test_seed_not_in_config_is_refused(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl",
+            "obs-norm-stats",
+            "--config",
+            "configs/ci.yaml",
+            "--seed",
+            "99",
+            "--out",
+            str(tmp_path / "s.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--seed 99" in proc.stderr

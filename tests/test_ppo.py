@@ -1,0 +1,76 @@
+import pandas as pd
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from rl import config
+from rl.envs import make_env, observation_stats
+from rl.ppo import TIMING_COLUMNS, resolve_device, train
+
+
+@pytest.fixture
+def cfg(ci_config):
+    return config.validate(ci_config)
+
+
+@pytest.fixture
+def stats(cfg):
+    return observation_stats(cfg["env"], 100, seed=0)
+
+
+def test_observation_stats_are_finite_and_seeded(cfg, stats):
+    assert len(stats["loc"]) == 9 and stats["count"] == 100
+    assert all(s > 0 for s in stats["scale"])
+    assert observation_stats(cfg["env"], 100, seed=0) == stats
+    assert observation_stats(cfg["env"], 100, seed=1)["loc"] != stats["loc"]
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_training_env_passes_torchrl_spec_checks(cfg, stats, num_envs):
+    env, norm = make_env(cfg["env"], 0, num_envs=num_envs, obs_stats=stats, reward_scale=0.1)
+    check_env_specs(env)
+    assert torch.allclose(norm.loc.double(), torch.tensor(stats["loc"], dtype=torch.float64))
+    env.close()
+
+
+def test_unknown_env_id_is_a_clear_error(cfg):
+    cfg["env"]["id"] = "InvertedTriplePendulum-v5"
+    with pytest.raises(ValueError, match="env.id"):
+        make_env(cfg["env"], 0)
+
+
+def test_cuda_requested_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the error path cannot happen")  # never on CI machines
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def _table(result, key):
+    return pd.DataFrame(result["state"][key]).drop(columns=list(TIMING_COLUMNS), errors="ignore")
+
+
+def test_same_seed_same_numbers(cfg, stats, tmp_path):
+    torch.set_num_threads(1)
+    a = train(cfg, 0, stats, tmp_path / "a")
+    b = train(cfg, 0, stats, tmp_path / "b")
+    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
+    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
+    for k, v in a["actor"].state_dict().items():
+        assert torch.equal(v, b["actor"].state_dict()[k])
+    c = train(cfg, 1, stats, tmp_path / "c")
+    assert not _table(a, "metrics").equals(_table(c, "metrics"))
+
+
+def test_resumes_from_checkpoint(cfg, stats, tmp_path, caplog):
+    first = train(cfg, 0, stats, tmp_path)
+    ckpt = first["checkpoint"]
+    assert ckpt.exists()  # written at 1024 of 2048 frames
+    caplog.set_level("INFO", logger="rl")
+    again = train(cfg, 0, stats, tmp_path)
+    assert "resuming from checkpoint" in caplog.text and "frame 1024" in caplog.text
+    frames = [r["frames"] for r in again["state"]["metrics"]]
+    assert frames == [512, 1024, 1536, 2048]
+    # rows before the checkpoint are the saved ones, bit for bit
+    assert _table(again, "metrics").iloc[:2].equals(_table(first, "metrics").iloc[:2])
