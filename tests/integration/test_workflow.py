@@ -106,7 +106,7 @@ def test_every_output_exists_and_is_well_formed(ci_run):
         cfg["plot"].get("width_in", 7.0) * cfg["plot"]["dpi"],
         cfg["plot"].get("height_in", 5.0) * cfg["plot"]["dpi"],
     )
-    assert len(set(png.convert("L").getdata())) > 10  # not blank
+    assert len(set(png.convert("L").get_flattened_data())) > 10  # not blank
     assert (study / "figures" / "ppo.pdf").read_bytes()[:5] == b"%PDF-"
 
 

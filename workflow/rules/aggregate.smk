@@ -18,14 +18,15 @@ rule aggregate:
     log:
         os.path.join(OUT["logs"], "aggregate", "all.log"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("aggregate"),
-        out_dir=OUT["agg_dir"],
+        out_dir=lambda w, output: os.path.dirname(output.summary),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl aggregate --config {RESOLVED_CONFIG} --train {input.train}"
+        "python -m rl aggregate --config {params.config} --train {input.train}"
         " --train-eval {input.train_eval} --episodes {input.episodes}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -33,20 +34,21 @@ rule aggregate:
 rule plot:
     input:
         MLFLOW_MARKER,
-        rules.aggregate.output,
+        tables=rules.aggregate.output,
     output:
         png=report(OUT["fig_png"], caption="../report/ppo_figure.rst", category="PPO"),
         pdf=OUT["fig_pdf"],
     log:
         os.path.join(OUT["logs"], "plot", "all.log"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("plot", "env", "study"),
-        agg_dir=OUT["agg_dir"],
+        agg_dir=lambda w, input: os.path.dirname(input.tables[0]),
         marker=MARKER_ARG,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl plot --config {RESOLVED_CONFIG} --agg-dir {params.agg_dir}"
+        "python -m rl plot --config {params.config} --agg-dir {params.agg_dir}"
         " --png {output.png} --pdf {output.pdf} {params.marker} > {log} 2>&1"

@@ -10,11 +10,13 @@ from rl import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast 
 from rl import layout  # noqa: E402
 
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
+# Our validator first: its one-paragraph message names the key and the fix. Snakemake's
+# own validation against the same schema then runs on the resolved config.
 try:
     config = rl_config.validate(config, source="the workflow config")
 except rl_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 OUT = layout.outputs(config)
 SEEDS = config["seeds"]

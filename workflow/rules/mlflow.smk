@@ -8,10 +8,11 @@ rule mlflow_init:
     log:
         os.path.join(OUT["logs"], "mlflow_init", "all.log"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("study", "seeds", "mlflow"),
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl mlflow-init --config {RESOLVED_CONFIG} --marker {output} > {log} 2>&1"
+        "python -m rl mlflow-init --config {params.config} --marker {output} > {log} 2>&1"

@@ -9,6 +9,7 @@ rule obs_norm_stats:
     log:
         log_path("obs_norm_stats"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("env", "obs_norm"),
         marker=MARKER_ARG,
     threads: 1
@@ -16,7 +17,7 @@ rule obs_norm_stats:
         mem_mb=1000,
         runtime=10,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl obs-norm-stats --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        "python -m rl obs-norm-stats --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --out {output} {params.marker}"
         " > {log} 2>&1"
 
@@ -32,6 +33,7 @@ rule train_ppo:
     log:
         log_path("train_ppo"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("env", "obs_norm", "ppo", "evaluation", "device"),
         out_dir=OUT["ppo_dir"],
         marker=MARKER_ARG,
@@ -41,7 +43,7 @@ rule train_ppo:
         runtime=120,
         gpu=GPU_JOBS,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl train-ppo --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        "python -m rl train-ppo --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --obs-stats {input.stats}"
         " --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
 
@@ -57,6 +59,7 @@ rule evaluate_ppo:
     log:
         log_path("evaluate_ppo"),
     params:
+        config=RESOLVED_CONFIG,
         settings=settings_hash("env", "evaluation", "device"),
         marker=MARKER_ARG,
     threads: 1
@@ -64,7 +67,7 @@ rule evaluate_ppo:
         mem_mb=1000,
         runtime=30,
     shell:
-        "RL_SNAKEMAKE_RULE={rule} python -m rl evaluate-ppo --config {RESOLVED_CONFIG} --seed {wildcards.seed}"
+        "python -m rl evaluate-ppo --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --policy {input.policy}"
         " --obs-stats {input.stats} --episodes-out {output.episodes}"
         " --summary-out {output.summary} {params.marker} > {log} 2>&1"
