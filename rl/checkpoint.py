@@ -48,12 +48,23 @@ def save_checkpoint(path, state, actor, critic, optim, sched) -> None:
     log.info("checkpoint at frame %d -> %s", state["frames"], path)
 
 
-def load_checkpoint(path, actor, critic, optim, sched) -> dict | None:
-    """Restore a checkpoint into the given objects; returns its loop state, or None."""
+def load_checkpoint(path, actor, critic, optim, sched, settings: str) -> dict | None:
+    """Restore a checkpoint into the given objects; returns its loop state, or None.
+
+    `settings` is the hash of the config sections the run depends on: a checkpoint
+    written under other settings is refused rather than silently mixed in.
+    """
     path = Path(path)
     if not path.exists():
         return None
     ckpt = load(path, "training checkpoint")
+    found = ckpt.get("state", {}).get("settings")
+    if found != settings:
+        raise ValueError(
+            f"The checkpoint '{path}' was written by a run with other settings (hash {found}, "
+            f"this config: {settings}): resuming would mix two configurations. Restore the "
+            f"config it was made with, or delete the checkpoint to start this seed over."
+        )
     actor.load_state_dict(ckpt["actor"])
     critic.load_state_dict(ckpt["critic"])
     optim.load_state_dict(ckpt["optim"])

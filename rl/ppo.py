@@ -8,6 +8,7 @@ can be checkpointed at any batch boundary and resumed.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from rl.checkpoint import load_checkpoint, save_checkpoint
+from rl.config import config_hash
 from rl.envs import make_env
 from rl.models import make_actor_critic
 from rl.progress import Progress
@@ -59,6 +61,44 @@ def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     return env, actor, critic
 
 
+def training_settings(cfg: dict) -> dict:
+    """The config sections a PPO run's numbers depend on (a checkpoint must match them)."""
+    return {k: cfg[k] for k in ("env", "obs_norm", "ppo", "evaluation", "device")}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def _update(data, advantage, loss_module, optim, ppo) -> tuple[dict, torch.Tensor]:
+    """PPO epochs over one collected batch: GAE recomputed each epoch, clipped gradients.
+
+    The on-policy buffer is made per batch: no sampler state outlives a batch, so a
+    resumed run draws the same minibatches as an uninterrupted one.
+    """
+    buffer = ReplayBuffer(
+        storage=LazyTensorStorage(ppo["frames_per_batch"], device=data.device),
+        sampler=SamplerWithoutReplacement(),
+        batch_size=ppo["minibatch_size"],
+    )
+    for _ in range(ppo["num_epochs"]):
+        with torch.no_grad():
+            advantage(data)
+        buffer.extend(data.reshape(-1))
+        for minibatch in buffer:
+            losses = loss_module(minibatch)
+            loss = losses["loss_objective"] + losses["loss_critic"]
+            if "loss_entropy" in losses.keys():
+                loss = loss + losses["loss_entropy"]
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                loss_module.parameters(), ppo["max_grad_norm"]
+            )
+            optim.step()
+            optim.zero_grad(set_to_none=True)
+    return losses.detach(), grad_norm
+
+
 def train(
     cfg: dict,
     seed: int,
@@ -66,22 +106,24 @@ def train(
     out_dir: str | Path,
     on_batch=None,
 ) -> dict:
-    """Train one seed; returns {'metrics': rows, 'eval': rows, 'actor':..., 'critic':...}.
+    """Train one seed; returns the loop state, the modules and the device.
 
     `on_batch(row, eval_row_or_None)` is called after every batch (live MLflow logging).
-    Resumes from `out_dir/checkpoint.pt` when it exists.
+
+    Resumable: the run is cut into segments of `checkpoint_interval_frames`; each
+    segment starts a collector on environments seeded from (seed, frames done), and ends
+    with a checkpoint of everything the loop needs. A run resumed from such a checkpoint
+    therefore reproduces the uninterrupted run exactly. A checkpoint written on the
+    minutes trigger or on Ctrl-C sits mid-segment: resuming from it restarts the
+    in-flight episodes (named in the log), the rest of the state is exact.
+    Resume needs the same settings: a checkpoint from another config is refused.
     """
     ppo = cfg["ppo"]
     device = resolve_device(cfg["device"])
     torch.manual_seed(seed)
     env, actor, critic = build(cfg, seed, obs_stats, device)
-    eval_env, _ = make_env(
-        cfg["env"],
-        seed + 2 * cfg["evaluation"]["seed_offset"],
-        num_envs=1,
-        obs_stats=obs_stats,
-        device=device,
-    )
+    eval_seed = seed + 2 * cfg["evaluation"]["seed_offset"]
+    eval_env, _ = make_env(cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device)
     loss_module = ClipPPOLoss(
         actor_network=actor,
         critic_network=critic,
@@ -106,109 +148,113 @@ def train(
         sched = torch.optim.lr_scheduler.ConstantLR(optim, factor=1.0, total_iters=0)
 
     ckpt_path = Path(out_dir) / "checkpoint.pt"
-    state = {"frames": 0, "batches": 0, "metrics": [], "eval": [], "wall_s": 0.0}
-    resumed = load_checkpoint(ckpt_path, actor, critic, optim, sched)
+    settings = config_hash(training_settings(cfg))
+    state = {
+        "frames": 0,
+        "batches": 0,
+        "metrics": [],
+        "eval": [],
+        "wall_s": 0.0,
+        "settings": settings,
+        "segment_start": 0,
+    }
+    resumed = load_checkpoint(ckpt_path, actor, critic, optim, sched, settings)
     if resumed is not None:
         state = resumed
-        log.info("resuming from checkpoint %s at frame %d", ckpt_path, state["frames"])
-        env.set_seed(seed + state["frames"])
-    remaining = ppo["total_frames"] - state["frames"]
+        exact = state["segment_start"] == state["frames"]
+        log.info(
+            "resuming from checkpoint %s at frame %d%s",
+            ckpt_path,
+            state["frames"],
+            "" if exact else " (mid-segment: in-flight episodes restart)",
+        )
 
-    buffer = ReplayBuffer(
-        storage=LazyTensorStorage(ppo["frames_per_batch"], device=device),
-        sampler=SamplerWithoutReplacement(),
-        batch_size=ppo["minibatch_size"],
-    )
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, state, actor, critic, optim, sched)
+
     progress = Progress(
         ppo["total_frames"], "frames", cfg["progress"]["log_interval_seconds"], state["frames"]
     )
-    last_ckpt_time = time.monotonic()
+    interval = ppo["checkpoint_interval_frames"]
     next_eval = (state["frames"] // ppo["eval_interval_frames"] + 1) * ppo["eval_interval_frames"]
-    next_ckpt = state["frames"] + ppo["checkpoint_interval_frames"]
-    if remaining > 0:
-        collector = Collector(
-            env,
-            actor,
-            frames_per_batch=ppo["frames_per_batch"],
-            total_frames=remaining,
-            device=device,
-            auto_register_policy_transforms=False,
-        )
-        t_batch = time.perf_counter()
-        for data in collector:
-            for _ in range(ppo["num_epochs"]):
-                with torch.no_grad():
-                    advantage(data)
-                buffer.extend(data.reshape(-1))
-                for minibatch in buffer:
-                    losses = loss_module(minibatch)
-                    loss = losses["loss_objective"] + losses["loss_critic"]
-                    if "loss_entropy" in losses.keys():
-                        loss = loss + losses["loss_entropy"]
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        loss_module.parameters(), ppo["max_grad_norm"]
-                    )
-                    optim.step()
-                    optim.zero_grad(set_to_none=True)
-            lr = optim.param_groups[0]["lr"]
-            sched.step()
-            collector.update_policy_weights_()
-            state["frames"] += data.numel()
-            state["batches"] += 1
-            now = time.perf_counter()
-            dt = now - t_batch
-            t_batch = now
-            state["wall_s"] += dt
-            row = {
-                "frames": state["frames"],
-                "batch": state["batches"],
-                "train_reward_mean": float(data["next", "reward"].mean()) / ppo["reward_scale"],
-                "train_max_episode_length": int(data["next", "step_count"].max()),
-                "loss_objective": float(losses["loss_objective"].detach()),
-                "loss_critic": float(losses["loss_critic"].detach()),
-                "loss_entropy": float(losses["loss_entropy"].detach())
-                if "loss_entropy" in losses.keys()
-                else 0.0,
-                "entropy": float(losses["entropy"].detach())
-                if "entropy" in losses.keys()
-                else float("nan"),
-                "grad_norm": float(grad_norm),
-                "lr": lr,
-                "frames_per_s": data.numel() / dt,
-                "wall_s": state["wall_s"],
-            }
-            state["metrics"].append(row)
-            eval_row = None
-            if state["frames"] >= next_eval or state["frames"] >= ppo["total_frames"]:
-                ret, length = evaluate_episode(eval_env, actor, cfg["env"]["max_episode_steps"])
-                eval_row = {
-                    "frames": state["frames"],
-                    "eval_return": ret,
-                    "eval_episode_length": length,
-                }
-                state["eval"].append(eval_row)
-                next_eval += ppo["eval_interval_frames"]
-                t_batch = time.perf_counter()  # evaluation time is not training throughput
-            if on_batch is not None:
-                on_batch(row, eval_row)
-            progress.update(
-                state["frames"],
-                reward=row["train_reward_mean"],
-                **({"eval_return": eval_row["eval_return"]} if eval_row else {}),
+    last_ckpt_time = time.monotonic()
+    try:
+        while state["frames"] < ppo["total_frames"]:
+            segment_end = min((state["frames"] // interval + 1) * interval, ppo["total_frames"])
+            segment_frames = -(-(segment_end - state["frames"]) // ppo["frames_per_batch"])
+            segment_frames *= ppo["frames_per_batch"]
+            env.set_seed(seed + state["frames"])
+            state["segment_start"] = state["frames"]
+            collector = Collector(
+                env,
+                actor,
+                frames_per_batch=ppo["frames_per_batch"],
+                total_frames=segment_frames,
+                device=device,
+                auto_register_policy_transforms=False,
             )
-            done = state["frames"] >= ppo["total_frames"]
-            minutes = (time.monotonic() - last_ckpt_time) / 60
-            if not done and (
-                state["frames"] >= next_ckpt or minutes >= ppo["checkpoint_interval_minutes"]
-            ):
-                save_checkpoint(ckpt_path, state, actor, critic, optim, sched)
-                next_ckpt = state["frames"] + ppo["checkpoint_interval_frames"]
+            t_batch = time.perf_counter()
+            for data in collector:
+                losses, grad_norm = _update(data, advantage, loss_module, optim, ppo)
+                lr = optim.param_groups[0]["lr"]
+                sched.step()
+                collector.update_policy_weights_()
+                row = _row(state, data, losses, grad_norm, lr, ppo, time.perf_counter() - t_batch)
+                if not all(
+                    map(
+                        math.isfinite, (row["loss_objective"], row["loss_critic"], row["grad_norm"])
+                    )
+                ):
+                    raise TrainingDiverged(
+                        f"Training diverged at frame {state['frames']}: non-finite loss or "
+                        f"gradient (loss_objective={row['loss_objective']}, "
+                        f"loss_critic={row['loss_critic']}, grad_norm={row['grad_norm']}). "
+                        f"The last good checkpoint ({ckpt_path}, frame "
+                        f"{state['segment_start']}) is kept. Lower ppo.lr or ppo.max_grad_norm, "
+                        f"or check the observation statistics, then rerun to resume."
+                    )
+                _commit(state, row)
+                eval_row = None
+                if state["frames"] >= next_eval or state["frames"] >= ppo["total_frames"]:
+                    eval_env.set_seed(eval_seed + state["frames"])
+                    ret, length = evaluate_episode(eval_env, actor, cfg["env"]["max_episode_steps"])
+                    eval_row = {
+                        "frames": state["frames"],
+                        "eval_return": ret,
+                        "eval_episode_length": length,
+                    }
+                    state["eval"].append(eval_row)
+                    next_eval += ppo["eval_interval_frames"]
+                if on_batch is not None:
+                    on_batch(row, eval_row)
+                progress.update(
+                    state["frames"],
+                    reward=row["train_reward_mean"],
+                    **({"eval_return": eval_row["eval_return"]} if eval_row else {}),
+                )
+                minutes = (time.monotonic() - last_ckpt_time) / 60
+                if minutes >= ppo["checkpoint_interval_minutes"] and state["frames"] < segment_end:
+                    checkpoint()
+                    last_ckpt_time = time.monotonic()
+                t_batch = time.perf_counter()  # evaluation and checkpoints are not throughput
+            collector.shutdown()
+            state["segment_start"] = state["frames"]
+            if state["frames"] < ppo["total_frames"]:
+                checkpoint()
                 last_ckpt_time = time.monotonic()
-        collector.shutdown()
-    progress.close()
-    env.close()
-    eval_env.close()
+    except KeyboardInterrupt:
+        # No checkpoint here: the interrupt may land mid-update, with weights that match
+        # no frame count. The last segment checkpoint stays valid.
+        log.warning(
+            "interrupted at frame %d; rerun to resume from the last checkpoint (%s)",
+            state["frames"],
+            ckpt_path if ckpt_path.exists() else "none yet",
+        )
+        raise
+    finally:
+        progress.close()
+        env.close()
+        eval_env.close()
     return {
         "state": state,
         "actor": actor,
@@ -218,3 +264,26 @@ def train(
         "device": device,
         "checkpoint": ckpt_path,
     }
+
+
+def _row(state, data, losses, grad_norm, lr, ppo, dt) -> dict:
+    frames = state["frames"] + data.numel()
+    return {
+        "frames": frames,
+        "batch": state["batches"] + 1,
+        "train_reward_mean": float(data["next", "reward"].mean()) / ppo["reward_scale"],
+        "train_max_episode_length": int(data["next", "step_count"].max()),
+        "loss_objective": float(losses["loss_objective"]),
+        "loss_critic": float(losses["loss_critic"]),
+        "loss_entropy": float(losses.get("loss_entropy", torch.zeros(()))),
+        "entropy": float(losses.get("entropy", torch.tensor(float("nan")))),
+        "grad_norm": float(grad_norm),
+        "lr": lr,
+        "frames_per_s": data.numel() / dt,
+        "wall_s": state["wall_s"] + dt,
+    }
+
+
+def _commit(state: dict, row: dict) -> None:
+    state["frames"], state["batches"], state["wall_s"] = row["frames"], row["batch"], row["wall_s"]
+    state["metrics"].append(row)

@@ -63,14 +63,34 @@ def test_same_seed_same_numbers(cfg, stats, tmp_path):
     assert not _table(a, "metrics").equals(_table(c, "metrics"))
 
 
-def test_resumes_from_checkpoint(cfg, stats, tmp_path, caplog):
+def test_resume_reproduces_the_uninterrupted_run(cfg, stats, tmp_path, caplog):
+    torch.set_num_threads(1)
     first = train(cfg, 0, stats, tmp_path)
     ckpt = first["checkpoint"]
-    assert ckpt.exists()  # written at 1024 of 2048 frames
+    assert ckpt.exists()  # the segment checkpoint at 1024 of 2048 frames
     caplog.set_level("INFO", logger="rl")
     again = train(cfg, 0, stats, tmp_path)
-    assert "resuming from checkpoint" in caplog.text and "frame 1024" in caplog.text
-    frames = [r["frames"] for r in again["state"]["metrics"]]
-    assert frames == [512, 1024, 1536, 2048]
-    # rows before the checkpoint are the saved ones, bit for bit
-    assert _table(again, "metrics").iloc[:2].equals(_table(first, "metrics").iloc[:2])
+    assert "resuming from checkpoint" in caplog.text and "at frame 1024" in caplog.text
+    assert "mid-segment" not in caplog.text
+    pd.testing.assert_frame_equal(_table(again, "metrics"), _table(first, "metrics"))
+    pd.testing.assert_frame_equal(_table(again, "eval"), _table(first, "eval"))
+    for k, v in first["actor"].state_dict().items():
+        assert torch.equal(v, again["actor"].state_dict()[k]), k
+    for k, v in first["critic"].state_dict().items():
+        assert torch.equal(v, again["critic"].state_dict()[k]), k
+
+
+def test_checkpoint_from_other_settings_is_refused(cfg, stats, tmp_path):
+    train(cfg, 0, stats, tmp_path)
+    cfg["ppo"]["lr"] = 0.001
+    with pytest.raises(ValueError, match="other settings"):
+        train(cfg, 0, stats, tmp_path)
+
+
+def test_divergence_stops_with_a_diagnosis_and_keeps_the_checkpoint(cfg, stats, tmp_path):
+    from rl.ppo import TrainingDiverged
+
+    cfg["ppo"]["total_frames"] = 4096
+    cfg["ppo"]["lr"] = 1e30  # the first update blows the weights up
+    with pytest.raises(TrainingDiverged, match="diverged at frame"):
+        train(cfg, 0, stats, tmp_path)
