@@ -9,6 +9,19 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install run test lint ui clean-ci
 
+# The training image (README: "Run in a container"). ENGINE: docker when installed, else podman.
+ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
+IMAGE ?= localhost/rl-pipeline:latest
+TORCH_CHANNEL ?= cu130
+SIF ?= build/rl-pipeline.sif
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
+# Behind a TLS-intercepting proxy pip in the build needs the host's CA bundle (a build secret).
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+comma := ,
+
+.PHONY: image sif
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
@@ -29,3 +42,19 @@ lint: install
 
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)
+
+image:  ## build the training image (CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
+	$(ENGINE) build -f containers/Dockerfile -t $(IMAGE) \
+	  --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) --build-arg VERSION=$(VERSION) \
+	  --build-arg VCS_REF=$$(git rev-parse HEAD) --build-arg SOURCE=$(SOURCE) \
+	  $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE)) .
+
+sif:  ## convert the image of `make image` to an Apptainer SIF ($(SIF)); needs apptainer
+	mkdir -p $(dir $(SIF))
+ifeq ($(ENGINE),docker)
+	apptainer build --force --build-arg IMAGE=$(IMAGE) $(SIF) containers/rl-pipeline.def
+else
+	$(ENGINE) save --format docker-archive -o $(SIF).tar $(IMAGE)
+	apptainer build --force $(SIF) docker-archive:$(SIF).tar
+	rm -f $(SIF).tar
+endif

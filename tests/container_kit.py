@@ -1,0 +1,153 @@
+"""Build the training image from containers/Dockerfile with the container test kit.
+
+The kit (`../shared/containers/` beside the repository, or $RL_CONTAINER_KIT) brings rootful
+podman, a stand-in for the `nvidia/cuda` base image (no registry is reachable here) and an
+`apptainer` shim backed by podman. The image is built from the real Dockerfile with the one
+test-only change the Dockerfile offers: TORCH_CHANNEL=local with the CPU torch wheel.
+Under CI=true a missing component fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "containers" / "Dockerfile"
+TEST_IMAGE = "localhost/rl-pipeline:cpu-test"
+CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
+BUILD_TIMEOUT_S = 40 * 60
+
+
+def need(ok: object, why: str) -> None:
+    """Skip when a system component is missing; under CI=true fail instead."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true and {why}: .ci/run must install it")
+    pytest.skip(why)
+
+
+def kit_dir() -> Path:
+    return Path(os.environ.get("RL_CONTAINER_KIT", REPO.parent / "shared" / "containers"))
+
+
+def require_kit() -> Path:
+    kit = kit_dir()
+    need((kit / "apptainer").is_file(), f"the container test kit is missing at {kit}")
+    need(shutil.which("podman"), "podman is not installed (run the kit's setup-podman.sh)")
+    return kit
+
+
+def pins() -> dict[str, str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["dependencies"]
+    return {re.split(r"[\[=]", d)[0]: d.split("==")[1] for d in deps}
+
+
+def version() -> str:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def base_image() -> str:
+    """The tag of the first FROM in the Dockerfile (the CUDA runtime image)."""
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("FROM "):
+            return line.split()[1]
+    raise AssertionError("no FROM in containers/Dockerfile")
+
+
+def _find_links() -> list[Path]:
+    dirs = os.environ.get("PIP_FIND_LINKS", "").split()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    )
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith("find-links"):
+            dirs += value.strip("'\"").split()
+    return [Path(d.removeprefix("file://")) for d in dirs if d]
+
+
+def cpu_torch_wheel() -> Path:
+    """The local CPU torch wheel of the pinned version (pip's find-links folder)."""
+    pattern = f"torch-{pins()['torch']}+cpu-cp311-cp311-*.whl"
+    for folder in _find_links():
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    need(False, f"no {pattern} in pip's find-links folders {_find_links()}")
+    raise AssertionError  # unreachable
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True)
+    return proc.stdout.decode().strip() or "unknown"
+
+
+def _context(root: Path) -> Path:
+    """What the Dockerfile reads from the repository, plus the CPU wheel in containers/wheels."""
+    ctx = root / "context"
+    skip = shutil.ignore_patterns("__pycache__", "*.whl")
+    shutil.copytree(REPO / "containers", ctx / "containers", ignore=skip)
+    shutil.copytree(REPO / "rl", ctx / "rl", ignore=skip)
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy2(REPO / name, ctx / name)
+    wheels = ctx / "containers" / "wheels"
+    wheels.mkdir(exist_ok=True)
+    wheel = cpu_torch_wheel()
+    try:
+        os.link(wheel, wheels / wheel.name)  # 190 MB: no copy when on the same file system
+    except OSError:
+        shutil.copy2(wheel, wheels / wheel.name)
+    return ctx
+
+
+def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
+    """Stand-in base image, then `podman build` of the real Dockerfile; returns timings."""
+    kit = require_kit()
+    t0 = time.monotonic()
+    subprocess.run([str(kit / "make-standin-base.sh"), base_image()], check=True, timeout=15 * 60)
+    t_base = time.monotonic() - t0
+    cmd = ["podman", "build", "-f", "containers/Dockerfile", "-t", tag]
+    cmd += ["--build-arg", "TORCH_CHANNEL=local", "--build-arg", f"VERSION={version()}"]
+    cmd += ["--build-arg", f"VCS_REF={git_commit()}", "--build-arg", f"SOURCE={REPO}"]
+    if CA_BUNDLE.is_file():  # TLS-intercepting proxy: pip inside the build needs its CA
+        cmd += ["--secret", f"id=ca_bundle,src={CA_BUNDLE}"]
+    ctx = _context(root)
+    t1 = time.monotonic()
+    proc = subprocess.run(
+        [*cmd, "."], cwd=ctx, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+    )
+    t_build = time.monotonic() - t1
+    shutil.rmtree(ctx, ignore_errors=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"podman build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+    print(f"\nstand-in base {t_base:.1f} s, image build {t_build:.1f} s", file=sys.stderr)
+    return {"base_s": t_base, "build_s": t_build}
+
+
+def inspect(tag: str = TEST_IMAGE) -> dict:
+    import json
+
+    out = subprocess.run(
+        ["podman", "image", "inspect", tag], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out)[0]
+
+
+def run_in_image(*args: str, tag: str = TEST_IMAGE, timeout: int = 300) -> str:
+    proc = subprocess.run(
+        ["podman", "run", "--rm", tag, *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"{args} in {tag}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
