@@ -80,7 +80,13 @@ def cmd_obs_norm_stats(args) -> None:
         variant=args.variant,
         started=started,
     )
-    _track(cfg, args, "obs_norm_stats", prov, artifacts=[args.out])
+    _track(
+        cfg,
+        args,
+        "obs_norm_stats",
+        prov,
+        artifacts=[args.out, Path(args.out).parent / "provenance.json"],
+    )
     log.info("observation statistics from %d random steps -> %s", stats["count"], args.out)
 
 
@@ -94,6 +100,7 @@ def _track(cfg, args, stage, prov, artifacts=(), rows=None):
         prov,
         getattr(args, "seed", None),
         getattr(args, "variant", layout.DEFAULT_VARIANT),
+        config_path=args.config,
     ) as run:
         for step, row in rows or []:
             run.log_metrics(row, step)
@@ -128,7 +135,9 @@ def cmd_train_ppo(args) -> None:
         device=str(_device(device_name)),
         started=started,
     )
-    with StageRun(cfg, args.mlflow_marker, "train_ppo", prov, args.seed, args.variant) as run:
+    with StageRun(
+        cfg, args.mlflow_marker, "train_ppo", prov, args.seed, args.variant, config_path=args.config
+    ) as run:
 
         def on_batch(row, eval_row):
             run.log_metrics({k: v for k, v in row.items() if k != "batch"}, row["frames"])
@@ -163,13 +172,9 @@ def cmd_train_ppo(args) -> None:
             extra={"frames": state["frames"], "train_wall_s": state["wall_s"]},
         )
         run.log_artifacts(
-            [
-                out / "train_metrics.csv",
-                out / "train_eval.csv",
-                out / "provenance.json",
-                args.config,
-            ]
+            [out / "train_metrics.csv", out / "train_eval.csv", out / "provenance.json"]
         )
+        run.log_policy(result["actor"], stats)
         result["checkpoint"].unlink(missing_ok=True)
     last = state["eval"][-1] if state["eval"] else {}
     log.info(
@@ -190,6 +195,7 @@ def cmd_evaluate_ppo(args) -> None:
     from rl import provenance
     from rl.evaluation import evaluate, summarise
     from rl.files import read_json, write_csv, write_json
+    from rl.tracking_sync import episode_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -208,12 +214,17 @@ def cmd_evaluate_ppo(args) -> None:
         device=str(_device(cfg["device"])),
         started=started,
     )
-    rows = [
-        (i, {"eval_return": r, "eval_episode_length": n})
-        for i, (r, n) in enumerate(zip(episodes["return"], episodes["length"], strict=True))
-    ]
     _track(
-        cfg, args, "evaluate_ppo", prov, rows=rows, artifacts=[args.episodes_out, args.summary_out]
+        cfg,
+        args,
+        "evaluate_ppo",
+        prov,
+        rows=episode_rows(episodes),
+        artifacts=[
+            args.episodes_out,
+            args.summary_out,
+            Path(args.episodes_out).parent / "provenance.json",
+        ],
     )
     log.info(
         "evaluation over %d episodes: return %.1f +- %.1f, length %.0f",
@@ -228,6 +239,7 @@ def cmd_aggregate(args) -> None:
     from rl import aggregation as agg
     from rl import provenance
     from rl.files import write_csv
+    from rl.tracking_sync import summary_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -253,12 +265,20 @@ def cmd_aggregate(args) -> None:
     )
     summary = agg.final_summary(train, train_eval, episodes, n_boot, conf)
     write_csv(out / "ppo_summary.csv", summary)
-    provenance.write(
+    prov = provenance.write(
         out,
         cfg,
         stage="aggregate",
         started=started,
         extra={"seeds": sorted(train["seed"].unique().tolist())},
+    )
+    _track(
+        cfg,
+        args,
+        "aggregate",
+        prov,
+        rows=summary_rows(summary),
+        artifacts=sorted(out.glob("ppo_*.csv")) + [out / "provenance.json"],
     )
     log.info(
         "aggregated %d seeds:\n%s",
@@ -297,18 +317,36 @@ def cmd_plot(args) -> None:
     )
     plotting.save_figure(fig, args.png, args.pdf)
     prov = provenance.write(Path(args.png).parent, cfg, stage="plot", started=started)
-    _track(cfg, args, "plot", prov, artifacts=[args.png, args.pdf, agg_dir / "ppo_summary.csv"])
+    _track(
+        cfg,
+        args,
+        "plot",
+        prov,
+        artifacts=[args.png, args.pdf, Path(args.png).parent / "provenance.json"],
+    )
     log.info("figure -> %s, %s", args.png, args.pdf)
+
+
+def cmd_mlflow_sync(args) -> None:
+    from rl.tracking_sync import sync_study
+
+    cfg = config_mod.load(args.config)
+    counts = sync_study(cfg, uri=args.to, config_path=args.config)
+    if counts["other_config"]:
+        log.warning(
+            "%d output folders were made with another config and were not synced",
+            counts["other_config"],
+        )
 
 
 def cmd_ui(args) -> None:
     import subprocess
 
-    from rl.tracking import tracking_uri
+    from rl.tracking import redact, tracking_uri
 
     cfg = config_mod.load(args.config)
     uri = tracking_uri(cfg)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri}", flush=True)
+    print(f"MLflow UI on http://{args.host}:{args.port} for {redact(uri)}", flush=True)
     subprocess.run(
         [
             sys.executable,
@@ -317,6 +355,8 @@ def cmd_ui(args) -> None:
             "ui",
             "--backend-store-uri",
             uri,
+            "--host",
+            args.host,
             "--port",
             str(args.port),
         ],
@@ -366,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-eval", nargs="+", required=True, help="per-seed train_eval.csv")
     p.add_argument("--episodes", nargs="+", required=True, help="per-seed episodes.csv")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--mlflow-marker")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("plot", help="four-panel PPO figure (PNG and PDF) from aggregate tables")
@@ -376,8 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-marker")
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser(
+        "mlflow-sync",
+        help="rebuild a study's MLflow records from results/ (idempotent), or push them",
+    )
+    p.add_argument(
+        "--config", required=True, help="the study's config (results/<study>/config.yaml)"
+    )
+    p.add_argument(
+        "--to",
+        help="tracking URI to write to (default: the study's own store, as the jobs use)",
+    )
+    p.set_defaults(func=cmd_mlflow_sync)
+
     p = sub.add_parser("ui", help="open the MLflow UI on the study's store")
     p.add_argument("--config", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (local only)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
     return parser

@@ -124,6 +124,18 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"{ppo['frames_per_batch']}",
             "Choose a minibatch size that divides the batch.",
         )
+    uri = cfg["mlflow"]["tracking_uri"]
+    if uri:
+        from rl.tracking import has_credentials  # imports neither torch nor mlflow
+
+        if has_credentials(uri):
+            fail(
+                "mlflow.tracking_uri",
+                "it holds credentials (user:password@ or a token in the query); configs and "
+                "results are not the place for secrets",
+                "Remove them from the URI and set MLFLOW_TRACKING_USERNAME/"
+                "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment instead.",
+            )
 
 
 def load(path: str | Path) -> dict:

@@ -1,14 +1,31 @@
-"""MLflow tracking: one experiment per study, a parent run per (variant, seed), a child
-run per stage. Designed by ../shared/mlflow-facts.md: the store, the experiment and the
-parent runs are created once, by `mlflow-init`, before any parallel job; stage jobs
-buffer metrics and flush them with `log_batch`; logging errors propagate (never dropped).
+"""MLflow tracking: one experiment per study, a parent run per (variant, seed) and one for
+the study's aggregate stages, a child run per stage. Designed by ../shared/mlflow-facts.md:
+
+- the store, the experiment and the parent runs are created once, by `mlflow-init`, before
+  any parallel job (a fresh sqlite store migrated by racing jobs breaks for good; a racing
+  experiment creation misfiles runs); stage jobs never create a store, an experiment or a
+  parent, they look them up;
+- metrics are buffered and flushed with `log_batch` every `mlflow.flush_every` rows or
+  `mlflow.flush_seconds` seconds, whichever comes first, so a running job shows progress;
+- a job checks the store (with a short timeout) before it starts working; an unusable store
+  fails it with one paragraph naming the URI and the fix, or, with
+  `mlflow.on_unreachable: continue`, the job runs untracked and says so, and
+  `python -m rl mlflow-sync` rebuilds the records from results/ later;
+- logging errors propagate (never dropped); URIs are redacted wherever they are written.
+
+The files under results/ are the source of truth: rl/tracking_sync.py turns them back into
+the same records (the `mlflow-sync` verb).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +34,29 @@ from rl.config import config_hash, flatten
 from rl.files import read_json, write_json
 
 log = logging.getLogger("rl")
+
+MODEL_NAME = "policy"
+CONFIG_ARTIFACT_DIR = "config"
+
+# ---------------------------------------------------------------------------- secrets
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:token|access_token|api_key|apikey|key|password|passwd|pwd|secret|sig)=)"
+    r"[^&;#\s]+"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials (user:password@, token=... query values) replaced by ***."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", str(text)))
+
+
+def has_credentials(uri: str) -> bool:
+    return redact(uri) != uri
+
+
+# ---------------------------------------------------------------------------- the store
 
 
 def tracking_uri(cfg: dict) -> str:
@@ -31,179 +71,557 @@ def experiment_name(cfg: dict) -> str:
     return cfg["mlflow"]["experiment"] or cfg["study"]
 
 
+class TrackingUnavailable(RuntimeError):
+    """The store cannot be used; the message is one paragraph naming the URI and the fix."""
+
+
+def _unavailable(uri: str, problem: str, fix: str | None = None) -> TrackingUnavailable:
+    fix = fix or (
+        "Start the server or fix the URI (config key mlflow.tracking_uri or the "
+        "MLFLOW_TRACKING_URI variable; credentials go in MLFLOW_TRACKING_USERNAME/"
+        "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN, never in the URI); unset both to "
+        "use the embedded sqlite store under results/<study>/mlflow/. To train now and log "
+        "later, set mlflow.on_unreachable: continue and run `python -m rl mlflow-sync "
+        "--config <config>` once the store is back."
+    )
+    return TrackingUnavailable(
+        f"MLflow tracking store '{redact(uri)}' cannot be used: {redact(problem)}. {fix}"
+    )
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
-def _unreachable(uri: str, exc: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"Cannot reach the MLflow tracking store '{uri}': {type(exc).__name__}: {exc}. "
-        f"Start the server or fix the URI (config key mlflow.tracking_uri or the "
-        f"MLFLOW_TRACKING_URI variable); unset both to use the embedded sqlite store "
-        f"under results/<study>/mlflow/, or set mlflow.enabled: false to run untracked."
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
+    """Fail fast (within about `timeout_s`) if the store at `uri` cannot be used.
+
+    `initialised=True` (stage jobs): a local sqlite store must already exist: jobs never
+    create one, since parallel jobs migrating a fresh database break it for good.
+    """
+    db = _sqlite_path(uri)
+    if db is not None:
+        if initialised and not (db.is_file() and db.stat().st_size > 0):
+            raise _unavailable(
+                uri,
+                f"the database {db} does not exist (the store was never initialised, or "
+                f"was deleted)",
+                "Run the workflow (its mlflow_init rule creates it), or by hand `python -m rl "
+                "mlflow-init --config <config> --marker <marker>`; after a deletion, "
+                "`python -m rl mlflow-sync --config <config>` rebuilds it from results/.",
+            )
+        if not initialised:
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _unavailable(uri, f"cannot create {db.parent}: {exc}") from None
+        return
+    if uri.startswith(("http://", "https://")):
+        _check_http(uri, timeout_s)
+        return
+    if uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks"):
+        raise _unavailable(
+            uri,
+            "the plain file store (mlruns folders) is deprecated in MLflow 3 and refused "
+            "unless MLFLOW_ALLOW_FILE_STORE=true",
+            "Use a sqlite URI (sqlite:////absolute/path/mlflow.db), a tracking server, or "
+            "unset mlflow.tracking_uri and MLFLOW_TRACKING_URI for the embedded default.",
+        )
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+        MLFLOW_HTTP_REQUEST_TIMEOUT,
+    )
+
+    saved = {v.name: os.environ.get(v.name) for v in (MLFLOW_HTTP_REQUEST_MAX_RETRIES,)}
+    saved[MLFLOW_HTTP_REQUEST_TIMEOUT.name] = os.environ.get(MLFLOW_HTTP_REQUEST_TIMEOUT.name)
+    os.environ[MLFLOW_HTTP_REQUEST_MAX_RETRIES.name] = "0"
+    os.environ[MLFLOW_HTTP_REQUEST_TIMEOUT.name] = str(max(1, int(timeout_s)))
+    try:
+        _client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # any backend (databricks, SQL databases) raises its own types
+        raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check_http(uri: str, timeout_s: float) -> None:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        resp = http_request(
+            get_default_host_creds(uri),
+            "/api/2.0/mlflow/experiments/search",
+            "POST",
+            max_retries=0,
+            timeout=timeout_s,
+            raise_on_status=False,
+            json={"max_results": 1},
+        )
+    except Exception as exc:
+        raise _unavailable(
+            uri, f"no answer within {timeout_s:g} s ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+    if resp.status_code in (401, 403):
+        raise _unavailable(
+            uri,
+            f"the server refused the credentials (HTTP {resp.status_code})",
+            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+            "MLFLOW_TRACKING_TOKEN, to credentials that may write to this server.",
+        )
+    try:
+        mlflow_like = resp.status_code == 200 and isinstance(resp.json(), dict)
+    except ValueError:
+        mlflow_like = False
+    if not mlflow_like:
+        raise _unavailable(
+            uri,
+            f"it answered HTTP {resp.status_code} to the MLflow REST API, so it is not an "
+            f"MLflow tracking server (or the URI has a wrong path)",
+            "Point mlflow.tracking_uri or MLFLOW_TRACKING_URI at the server's root URL, "
+            "e.g. http://host:5000.",
+        )
+
+
+def _ensure_experiment(client, cfg: dict, uri: str) -> str:
+    name = experiment_name(cfg)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        # A sqlite store keeps its artifacts beside the database (for the embedded default:
+        # results/<study>/mlflow/artifacts), not in MLflow's ./mlruns of whatever folder the
+        # creating process ran in. A server decides for itself.
+        db = _sqlite_path(uri)
+        artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
+        return client.create_experiment(name, artifact_location=artifacts)
+    if exp.lifecycle_stage != "active":
+        raise _unavailable(
+            uri,
+            f"the experiment '{name}' is deleted",
+            f"Restore it in the UI (or `mlflow experiments restore --experiment-id "
+            f"{exp.experiment_id}`), or set mlflow.experiment to another name.",
+        )
+    return exp.experiment_id
+
+
+def _parent_filter(variant: str | None, seed: int | None) -> str:
+    if seed is None:
+        return "tags.`rl.kind` = 'study'"
+    return (
+        f"tags.`rl.kind` = 'seed' AND tags.`rl.variant` = '{variant}' AND tags.`rl.seed` = '{seed}'"
     )
 
 
-def init_store(cfg: dict, seeds: list[int], variants: list[str], marker: str | Path) -> dict:
-    """Create the store, the experiment and one parent run per (variant, seed), once.
+def _parent_key(variant: str | None, seed: int | None) -> str:
+    return "study" if seed is None else f"{variant}/seed{seed}"
 
-    Idempotent: existing experiment and parent runs are reused. Writes `marker` with
-    the ids every stage job needs.
-    """
-    uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = _client(uri)
-    name = experiment_name(cfg)
+
+def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> dict:
+    """Create (or find) the experiment, one parent run per (variant, seed) and the
+    study-level parent of the aggregate stages. Idempotent. Single process only."""
+    check_store(uri, cfg["mlflow"]["health_check_seconds"], initialised=False)
     try:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            artifacts = None if cfg["mlflow"]["tracking_uri"] else layout.mlflow_artifact_root(cfg)
-            exp_id = client.create_experiment(name, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
-    except Exception as exc:  # mlflow raises many types for a dead server
-        raise _unreachable(uri, exc) from exc
-    parents: dict[str, str] = {}
-    for variant in variants:
-        for seed in seeds:
-            key = f"{variant}/seed{seed}"
+        client = _client(uri)
+        exp_id = _ensure_experiment(client, cfg, uri)
+        parents: dict[str, str] = {}
+        wanted = [(None, None)] + [(v, s) for v in variants for s in seeds]
+        for variant, seed in wanted:
             found = client.search_runs(
-                [exp_id],
-                filter_string=(
-                    f"tags.`rl.kind` = 'seed' AND tags.`rl.variant` = '{variant}' "
-                    f"AND tags.`rl.seed` = '{seed}'"
-                ),
-                max_results=1,
+                [exp_id], filter_string=_parent_filter(variant, seed), max_results=1
             )
             if found:
-                parents[key] = found[0].info.run_id
+                run_id = found[0].info.run_id
             else:
-                run = client.create_run(
-                    exp_id,
-                    run_name=f"{variant}-seed{seed}",
-                    tags={"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)},
-                )
-                client.set_terminated(run.info.run_id)
-                parents[key] = run.info.run_id
-    info = {"tracking_uri": uri, "experiment": name, "experiment_id": exp_id, "parents": parents}
+                tags = {"rl.kind": "study", "rl.study": cfg["study"]}
+                name = f"{cfg['study']}-all-seeds"
+                if seed is not None:
+                    tags |= {"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)}
+                    name = f"{variant}-seed{seed}"
+                run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+                client.set_terminated(run_id)
+            parents[_parent_key(variant, seed)] = run_id
+    except TrackingUnavailable:
+        raise
+    except Exception as exc:  # mlflow raises many types for a dead or misconfigured store
+        raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
+    return {
+        "tracking_uri": redact(uri),
+        "experiment": experiment_name(cfg),
+        "experiment_id": exp_id,
+        "parents": parents,
+        "available": True,
+    }
+
+
+def init_store(cfg: dict, seeds: list[int], variants: list[str], marker: str | Path) -> dict:
+    """`mlflow-init`: open the store once, before parallel jobs, and write `marker`.
+
+    The marker records what was initialised (URI redacted); jobs look the ids up again, so
+    a store rebuilt by `mlflow-sync` keeps working without touching the marker.
+    """
+    uri = tracking_uri(cfg)
+    try:
+        info = open_store(cfg, uri, seeds, variants)
+    except TrackingUnavailable as exc:
+        if cfg["mlflow"]["on_unreachable"] != "continue":
+            raise
+        log.warning("%s Continuing untracked (mlflow.on_unreachable: continue).", exc)
+        info = {
+            "tracking_uri": redact(uri),
+            "experiment": experiment_name(cfg),
+            "available": False,
+            "reason": str(exc),
+        }
     write_json(marker, info)
     return info
 
 
-class StageRun:
-    """An MLflow run for one stage of one seed (or the study-level aggregate).
+# ---------------------------------------------------------------------------- stage runs
 
-    Use as a context manager. Metrics are buffered and flushed with `log_batch`.
-    A stage rerun (e.g. resumed after a kill) reopens the unfinished run of the same
-    stage, variant and seed instead of starting a second one.
+
+@contextmanager
+def _fluent_store(uri: str, experiment_id: str):
+    """Point MLflow's fluent state at `uri` and `experiment_id` for a moment: `log_model`
+    files its LoggedModel under the fluent experiment, not the run's. `set_tracking_uri`
+    and `set_experiment` would also leak into os.environ (and so into subprocesses); the
+    pinned mlflow keeps both in these module globals, restored on exit."""
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    saved = utils._tracking_uri, fluent._active_experiment_id
+    utils._tracking_uri, fluent._active_experiment_id = uri, experiment_id
+    try:
+        yield
+    finally:
+        utils._tracking_uri, fluent._active_experiment_id = saved
+
+
+def _ms(iso: str | None) -> int | None:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000) if iso else None
+
+
+class StageRun:
+    """An MLflow run for one stage of one seed (or a study-level stage when seed is None).
+
+    Use as a context manager. The run is a child of its seed's (or the study's) parent run,
+    with the flattened resolved config as params, provenance as tags and the config file as
+    an artifact. A rerun of the same stage, variant, seed and config (e.g. resumed after a
+    kill) reopens the unfinished run and skips metric points it already holds.
+
+    `marker`: the path written by `mlflow-init`, or (for `mlflow-sync`) the dict that
+    `open_store` returned; None: untracked. `sync=True` leaves a finished run as it is.
     """
 
     def __init__(
         self,
         cfg: dict,
-        marker: str | Path | None,
+        marker: str | Path | dict | None,
         stage: str,
         provenance: dict,
         seed: int | None = None,
         variant: str = layout.DEFAULT_VARIANT,
+        *,
+        config_path: str | Path | None = None,
+        uri: str | None = None,
+        sync: bool = False,
     ):
-        self.enabled = cfg["mlflow"]["enabled"] and marker is not None
+        self.enabled = bool(cfg["mlflow"]["enabled"] and marker is not None)
         self.cfg, self.stage, self.seed, self.variant = cfg, stage, seed, variant
-        self.provenance = provenance
-        self.flush_every = cfg["mlflow"]["flush_every"]
+        self.provenance, self.config_path, self.sync = provenance, config_path, sync
+        self.mcfg = cfg["mlflow"]
+        self.uri = uri or tracking_uri(cfg)
         self.buffer: list = []
+        self.buffered_rows = 0
+        self.last_flush = time.monotonic()
+        self.logged: set[tuple[str, int]] = set()
         self.run_id: str | None = None
+        self.existing = False  # sync: a finished run of this stage is already there
+        self.reopened = False  # an unfinished run of this stage was continued
+        self.seconds = 0.0  # time spent in MLflow calls: the logging overhead
+        self.info: dict = {}
         if self.enabled:
-            self.info = read_json(marker, "MLflow initialisation marker")
+            self.info = marker if isinstance(marker, dict) else read_json(marker, "MLflow marker")
 
-    def __enter__(self) -> StageRun:
-        if not self.enabled:
-            return self
-        from mlflow.entities import Param, RunTag
+    # -- identity
 
-        self.client = _client(self.info["tracking_uri"])
-        exp_id = self.info["experiment_id"]
-        tags = {
+    @property
+    def identity(self) -> dict[str, str]:
+        return {
             "rl.kind": "stage",
             "rl.stage": self.stage,
             "rl.variant": self.variant,
             "rl.seed": "" if self.seed is None else str(self.seed),
-            "rl.config_hash": config_hash(self.cfg),
+            "rl.config_hash": self.provenance.get("config_hash") or config_hash(self.cfg),
         }
-        parent = self.info["parents"].get(f"{self.variant}/seed{self.seed}")
-        if parent:
-            tags["mlflow.parentRunId"] = parent
+
+    @property
+    def run_name(self) -> str:
+        if self.seed is None:
+            return self.stage
+        variant = "" if self.variant == layout.DEFAULT_VARIANT else f"-{self.variant}"
+        return f"{self.stage}{variant}-seed{self.seed}"
+
+    # -- guarded calls
+
+    def _call(self, what: str, fn: Callable, *args, **kwargs):
+        """Run one MLflow call, timed; a failure is loud: it fails the job, or with
+        `on_unreachable: continue` it stops tracking for this job with a warning."""
+        if not self.enabled:
+            return None
+        t0 = time.perf_counter()
         try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            err = _unavailable(self.uri, f"{what} failed: {type(exc).__name__}: {exc}")
+            if self.mcfg["on_unreachable"] != "continue":
+                raise err from None
+            self._go_untracked(err, partial=True)
+            return None
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _go_untracked(self, err: Exception, partial: bool = False) -> None:
+        self.enabled = False
+        self.buffer = []
+        where = f"run {self.run_id} is incomplete" if partial and self.run_id else "no run"
+        log.warning(
+            "%s Continuing UNTRACKED (mlflow.on_unreachable: continue): %s for stage %s. "
+            "Once the store is back: python -m rl mlflow-sync --config %s",
+            err,
+            where,
+            self.run_name,
+            self.config_path or "<config>",
+        )
+
+    # -- open / close
+
+    def __enter__(self) -> StageRun:
+        if not self.enabled:
+            return self
+        t0 = time.perf_counter()
+        try:
+            self._open()
+        except TrackingUnavailable as exc:
+            if self.mcfg["on_unreachable"] != "continue":
+                raise
+            self._go_untracked(exc)
+        finally:
+            self.seconds += time.perf_counter() - t0
+        self.last_flush = time.monotonic()
+        return self
+
+    def _open(self) -> None:
+        from mlflow.entities import Param, RunTag
+
+        uri = self.uri
+        if not self.info.get("available", True):
+            raise _unavailable(uri, f"mlflow-init could not use it: {self.info.get('reason')}")
+        if self.info.get("tracking_uri") != redact(uri):
+            raise _unavailable(
+                uri,
+                f"mlflow-init initialised '{self.info.get('tracking_uri')}', another store",
+                "Give every job the same MLFLOW_TRACKING_URI / mlflow.tracking_uri as "
+                "mlflow-init, or rerun mlflow-init (delete its marker) for the new store.",
+            )
+        check_store(uri, self.mcfg["health_check_seconds"], initialised=True)
+        try:
+            self.client = _client(uri)
+            exp = self.client.get_experiment_by_name(self.info["experiment"])
+            if exp is None or exp.lifecycle_stage != "active":
+                raise _unavailable(
+                    uri,
+                    f"it has no active experiment '{self.info['experiment']}'",
+                    "Rerun mlflow-init (delete its marker), or rebuild the store from "
+                    "results/ with `python -m rl mlflow-sync --config <config>`.",
+                )
+            self.experiment_id = exp.experiment_id
+            parent = self.client.search_runs(
+                [exp.experiment_id],
+                filter_string=_parent_filter(self.variant, self.seed),
+                max_results=1,
+            )
+            if not parent:
+                raise _unavailable(
+                    uri,
+                    f"it lacks the parent run of {_parent_key(self.variant, self.seed)} "
+                    f"(created by mlflow-init)",
+                    "Rerun mlflow-init (delete its marker; it adds missing parents), or "
+                    "`python -m rl mlflow-sync --config <config>`.",
+                )
+            tags = self.identity | {"mlflow.parentRunId": parent[0].info.run_id}
             previous = self.client.search_runs(
-                [exp_id],
+                [exp.experiment_id],
                 filter_string=" AND ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()),
                 max_results=1,
                 order_by=["attributes.start_time DESC"],
             )
-            if previous and previous[0].info.status != "FINISHED":
-                self.run_id = previous[0].info.run_id
-                self.client.update_run(self.run_id, status="RUNNING")
-                log.info("MLflow: continuing run %s", self.run_id)
-            else:
-                name = f"{self.stage}" + ("" if self.seed is None else f"-seed{self.seed}")
-                run = self.client.create_run(exp_id, run_name=name, tags=tags)
-                self.run_id = run.info.run_id
-                params = [Param(k, str(v)[:6000]) for k, v in flatten(self.cfg).items()]
-                for i in range(0, len(params), 100):
-                    self.client.log_batch(self.run_id, params=params[i : i + 100])
+        except TrackingUnavailable:
+            raise
         except Exception as exc:
-            raise _unreachable(self.info["tracking_uri"], exc) from exc
-        prov_tags = {
-            "git_commit": self.provenance.get("git_commit"),
-            "git_dirty": self.provenance.get("git_dirty"),
-            "device": self.provenance.get("device"),
-            "gpu_name": self.provenance.get("gpu_name"),
-            "container_image": self.provenance.get("container_image"),
-            "snakemake_rule": self.provenance.get("rule"),
-            **{f"version.{k}": v for k, v in self.provenance.get("versions", {}).items()},
-        }
-        self.client.log_batch(
+            raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
+        if previous and previous[0].info.status == "FINISHED" and self.sync:
+            self.existing, self.enabled = True, False
+            self.run_id = previous[0].info.run_id
+            return
+        if previous and previous[0].info.status != "FINISHED":
+            self.run_id, self.reopened = previous[0].info.run_id, True
+            self._call("reopening the run", self.client.update_run, self.run_id, "RUNNING")
+            for key in previous[0].data.metrics:
+                history = self._call(
+                    "reading metrics", self.client.get_metric_history, self.run_id, key
+                )
+                self.logged |= {(m.key, m.step) for m in history or []}
+            log.info(
+                "MLflow: continuing run %s (%d points already there)", self.run_id, len(self.logged)
+            )
+        else:
+            start = _ms(self.provenance.get("started_utc")) if self.sync else None
+            run = self._call(
+                "creating the run",
+                self.client.create_run,
+                self.experiment_id,
+                start_time=start,
+                tags=tags,
+                run_name=self.run_name,
+            )
+            if run is None:
+                return
+            self.run_id = run.info.run_id
+            params = [Param(k, redact(str(v))[:6000]) for k, v in flatten(self.cfg).items()]
+            for i in range(0, len(params), 100):
+                self._call(
+                    "logging params", self.client.log_batch, self.run_id, params=params[i : i + 100]
+                )
+        self._call(
+            "logging tags",
+            self.client.log_batch,
             self.run_id,
-            tags=[RunTag(f"rl.{k}", str(v)) for k, v in prov_tags.items() if v is not None],
+            tags=[RunTag(k, v) for k, v in self._provenance_tags().items()],
         )
-        return self
+        if self.config_path is not None:
+            self.log_artifacts([self.config_path], CONFIG_ARTIFACT_DIR)
 
-    def log_metrics(self, row: dict[str, Any], step: int) -> None:
-        if not self.enabled:
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        for key, value in row.items():
-            if value is None or key == "frames":
-                continue
-            self.buffer.append(Metric(key, float(value), ts, int(step)))
-        if len(self.buffer) >= self.flush_every * max(len(row), 1):
-            self.flush()
-
-    def flush(self) -> None:
-        if self.enabled and self.buffer:
-            self.client.log_batch(self.run_id, metrics=self.buffer)
-            self.buffer = []
-
-    def log_artifacts(self, paths: list[str | Path], folder: str | None = None) -> None:
-        if not self.enabled:
-            return
-        for path in paths:
-            self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+    def _provenance_tags(self) -> dict[str, str]:
+        p = self.provenance
+        tags = {
+            "rl.study": self.cfg["study"],
+            "rl.git_commit": p.get("git_commit"),
+            "rl.git_dirty": p.get("git_dirty"),
+            "rl.device": p.get("device"),
+            "rl.gpu_name": p.get("gpu_name"),
+            "rl.host": p.get("host"),
+            "rl.container_image": p.get("container_image"),
+            "rl.configured_image": p.get("configured_image"),
+            "rl.snakemake_rule": p.get("rule"),
+            "mlflow.source.git.commit": p.get("git_commit"),
+            "mlflow.source.name": f"rule {p['rule']}" if p.get("rule") else None,
+            **{f"rl.version.{k}": v for k, v in p.get("versions", {}).items()},
+        }
+        if self.sync:
+            tags["rl.synced_from"] = "results"
+        return {k: redact(str(v)) for k, v in tags.items() if v is not None}
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.enabled:
             return
         if exc_type is None:
             self.flush()
-            self.client.set_terminated(self.run_id, status="FINISHED")
-        else:
-            try:
-                self.flush()
-            finally:
-                status = "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
-                self.client.set_terminated(self.run_id, status=status)
+            end = _ms(self.provenance.get("finished_utc")) if self.sync else None
+            self._set_tag("rl.tracking_seconds", f"{self.seconds:.2f}")
+            self._call(
+                "finishing the run", self.client.set_terminated, self.run_id, "FINISHED", end
+            )
+            log.info("MLflow run %s: %.1f s spent logging", self.run_id, self.seconds)
+            return
+        try:
+            self.flush()
+        finally:
+            status = "KILLED" if exc_type is KeyboardInterrupt else "FAILED"
+            self._call("marking the run " + status, self.client.set_terminated, self.run_id, status)
+
+    # -- logging
+
+    def _set_tag(self, key: str, value: str) -> None:
+        self._call("setting a tag", self.client.set_tag, self.run_id, key, value)
+
+    def log_metrics(self, row: dict[str, Any], step: int) -> None:
+        """Buffer one row of metrics at `step` (the `frames` key, if any, is the step)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        for key, value in row.items():
+            if value is None or key == "frames" or (key, int(step)) in self.logged:
+                continue
+            self.buffer.append(Metric(key, float(value), ts, int(step)))
+            self.logged.add((key, int(step)))
+        self.buffered_rows += 1
+        due = time.monotonic() - self.last_flush >= self.mcfg["flush_seconds"]
+        if self.buffered_rows >= self.mcfg["flush_every"] or due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.enabled and self.buffer:
+            self._call("logging metrics", self.client.log_batch, self.run_id, metrics=self.buffer)
+        self.buffer, self.buffered_rows = [], 0
+        self.last_flush = time.monotonic()
+
+    def log_artifacts(self, paths: list[str | Path], folder: str | None = None) -> None:
+        for path in paths:
+            self._call(
+                f"logging artifact {path}",
+                self.client.log_artifact,
+                self.run_id,
+                str(path),
+                artifact_path=folder,
+            )
+
+    def log_policy(self, actor, obs_stats: dict) -> str | None:
+        """Log the actor as an MLflow pytorch model (torch.export format, with signature and
+        input example): `mlflow.pytorch.load_model(uri)` maps raw observations to actions."""
+        if not self.enabled:
+            return None
+        return self._call("logging the policy model", self._log_policy, actor, obs_stats)
+
+    def _log_policy(self, actor, obs_stats: dict) -> str:
+        from importlib import metadata
+
+        import mlflow
+        import numpy as np
+        import torch
+
+        from rl.policy_model import deterministic_policy
+
+        existing = self.client.search_logged_models(
+            [self.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}' AND name = '{MODEL_NAME}'",
+            max_results=1,
+        )
+        if existing:
+            return f"models:/{existing[0].model_id}"
+        policy = deterministic_policy(actor, obs_stats)
+        loc, scale = np.asarray(obs_stats["loc"]), np.asarray(obs_stats["scale"])
+        example = np.stack([loc, loc + scale]).astype(np.float32)  # a batch of 2: dynamic dim
+        action = policy(torch.from_numpy(example)).numpy()
+        with _fluent_store(self.uri, self.experiment_id):
+            info = mlflow.pytorch.log_model(
+                policy,
+                name=MODEL_NAME,
+                run_id=self.run_id,
+                signature=mlflow.models.infer_signature(example, action),
+                input_example=example,
+                serialization_format="pt2",
+                pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("torch", "numpy")],
+            )
+        self.client.set_tag(self.run_id, "rl.model_uri", info.model_uri)
+        return info.model_uri

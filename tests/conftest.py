@@ -11,3 +11,49 @@ REPO = Path(__file__).resolve().parent.parent
 def ci_config() -> dict:
     with open(REPO / "configs" / "ci.yaml") as f:
         return copy.deepcopy(yaml.safe_load(f))
+
+
+@pytest.fixture(scope="session")
+def mlflow_empty_db(tmp_path_factory) -> Path:
+    """A migrated, empty MLflow sqlite database to copy: migrating a fresh one takes
+    seconds, and tests that need a store copy this file instead."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture(scope="session")
+def ci_workdir(tmp_path_factory) -> Path:
+    """A copy of the workflow (Snakefile, workflow/, configs/, rl/) to run it in."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("wf")
+    for name in ("Snakefile", "workflow", "configs", "rl"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src, root / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(src, root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ci_study(ci_workdir):
+    """The real workflow on configs/ci.yaml, run once per session by the real snakemake:
+    (workdir, the raw ci config, snakemake's CompletedProcess). Tests must not change it."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/ci.yaml"]
+    proc = subprocess.run(cmd, cwd=ci_workdir, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    with open(ci_workdir / "configs" / "ci.yaml") as f:
+        cfg = yaml.safe_load(f)
+    return ci_workdir, cfg, proc

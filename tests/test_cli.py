@@ -6,6 +6,7 @@ import pytest
 VERBS = [
     "validate-config",
     "mlflow-init",
+    "mlflow-sync",
     "obs-norm-stats",
     "train-ppo",
     "evaluate-ppo",

@@ -1,7 +1,6 @@
 """The real Snakefile, run by the real snakemake on configs/ci.yaml in a temporary copy."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,25 +25,15 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "configs", "rl"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(
-                src, root / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(src, root / name)
-    return root
+def workdir(ci_workdir) -> Path:
+    return ci_workdir
 
 
 @pytest.fixture(scope="module")
-def ci_run(workdir):
-    proc = snakemake(workdir, "--configfile", "configs/ci.yaml")
-    with open(workdir / "configs" / "ci.yaml") as f:
-        cfg = yaml.safe_load(f)
-    return workdir, cfg, proc
+def ci_run(ci_study):
+    """The ci study, run once per session (tests/conftest.py) and shared with the MLflow
+    UI and sync tests."""
+    return ci_study
 
 
 def test_every_output_exists_and_is_well_formed(ci_run):
@@ -127,6 +116,7 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
         "obs_norm_stats": n,
         "train_ppo": n,
         "evaluate_ppo": n,
+        "aggregate": 1,
         "plot": 1,
     }
     parents = set(marker["parents"].values())
@@ -137,6 +127,17 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
         history = client.get_metric_history(run.info.run_id, "train_reward_mean")
         assert len(history) == cfg["ppo"]["total_frames"] // cfg["ppo"]["frames_per_batch"]
         assert sorted(m.step for m in history)[-1] == cfg["ppo"]["total_frames"]
+        files = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {"train_metrics.csv", "train_eval.csv", "provenance.json", "config"} <= files
+        assert run.data.tags["rl.model_uri"].startswith("models:/")
+    study_parent = marker["parents"]["study"]
+    for stage in ("aggregate", "plot"):
+        (run,) = by_stage[stage]
+        assert run.data.tags["mlflow.parentRunId"] == study_parent
+    (plot,) = by_stage["plot"]
+    assert {"ppo.png", "ppo.pdf"} <= {f.path for f in client.list_artifacts(plot.info.run_id)}
+    (agg,) = by_stage["aggregate"]
+    assert "eval_return.mean" in agg.data.metrics
 
 
 def test_second_run_does_nothing(ci_run):

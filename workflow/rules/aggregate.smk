@@ -3,6 +3,7 @@
 
 rule aggregate:
     input:
+        MLFLOW_MARKER,
         train=per_seed("ppo_metrics"),
         train_eval=per_seed("ppo_train_eval"),
         episodes=per_seed("eval_episodes"),
@@ -21,6 +22,7 @@ rule aggregate:
         config=RESOLVED_CONFIG,
         settings=settings_hash("aggregate"),
         out_dir=lambda w, output: os.path.dirname(output.summary),
+        marker=MARKER_ARG,
     threads: 1
     resources:
         mem_mb=2000,
@@ -28,7 +30,7 @@ rule aggregate:
     shell:
         "python -m rl aggregate --config {params.config} --train {input.train}"
         " --train-eval {input.train_eval} --episodes {input.episodes}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
 
 
 rule plot:

@@ -9,7 +9,10 @@ rule mlflow_init:
         os.path.join(OUT["logs"], "mlflow_init", "all.log"),
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash("study", "seeds", "mlflow"),
+        settings=settings_hash("study", "seeds")
+        + rl_config.config_hash(
+            {k: config["mlflow"][k] for k in ("enabled", "tracking_uri", "experiment")}
+        ),
     threads: 1
     resources:
         mem_mb=1000,

@@ -1,0 +1,235 @@
+"""Review: the MLflow UI server on the ci study's store (the real workflow, run once per
+session). Through MLflow's REST API: the experiment, the parent/child hierarchy, params,
+metrics, artifacts and the logged policies; in Debian's headless chromium (driven by
+Selenium): the experiment page lists every run by name. A screenshot is saved."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+SECRET = "s3cr3t-T0KEN"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # we run as root in CI
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1200",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ci_study, tmp_path_factory):
+    """`mlflow ui` on 127.0.0.1 (the command `make ui` runs); it can take ~30 s or more to
+    answer /health on 2 cores. Stopped with its whole process group."""
+    workdir, cfg, _ = ci_study
+    db = workdir / "results" / "ci" / "mlflow" / "mlflow.db"
+    port = free_port()
+    log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"MLflow UI did not come up:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield base, workdir, cfg
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def api(base: str, endpoint: str, method: str = "GET", **kwargs) -> dict:
+    resp = requests.request(method, f"{base}/api/2.0/mlflow/{endpoint}", timeout=60, **kwargs)
+    assert resp.status_code == 200, resp.text[:2000]
+    return resp.json()
+
+
+@pytest.fixture(scope="module")
+def runs(server):
+    base, _, _ = server
+    exp = api(base, "experiments/get-by-name", params={"experiment_name": "ci"})["experiment"]
+    found = api(
+        base,
+        "runs/search",
+        "POST",
+        json={"experiment_ids": [exp["experiment_id"]], "max_results": 1000},
+    )["runs"]
+    for run in found:
+        run["tags"] = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+        run["params"] = {p["key"]: p["value"] for p in run["data"].get("params", [])}
+    return exp, found
+
+
+def test_rest_api_shows_experiment_hierarchy_params_metrics(server, runs):
+    base, _, cfg = server
+    exp, found = runs
+    by_id = {r["info"]["run_id"]: r for r in found}
+    parents = {r["info"]["run_name"]: r for r in found if r["tags"]["rl.kind"] != "stage"}
+    seeds = cfg["seeds"]
+    assert set(parents) == {"ci-all-seeds"} | {f"default-seed{s}" for s in seeds}
+    stages = [r for r in found if r["tags"]["rl.kind"] == "stage"]
+    names = sorted(r["info"]["run_name"] for r in stages)
+    assert names == sorted(
+        [f"{st}-seed{s}" for st in ("obs_norm_stats", "train_ppo", "evaluate_ppo") for s in seeds]
+        + ["aggregate", "plot"]
+    )
+    n_batches = cfg["ppo"]["total_frames"] // cfg["ppo"]["frames_per_batch"]
+    for run in stages:
+        parent = by_id[run["tags"]["mlflow.parentRunId"]]
+        seed = run["tags"]["rl.seed"]
+        assert parent["info"]["run_name"] == (f"default-seed{seed}" if seed else "ci-all-seeds")
+        assert run["info"]["status"] == "FINISHED"
+        assert run["params"]["ppo.clip_epsilon"] == "0.2"
+        for tag in ("rl.git_commit", "rl.config_hash", "rl.device", "rl.snakemake_rule"):
+            assert run["tags"][tag]
+        if run["tags"]["rl.stage"] == "train_ppo":
+            history = api(
+                base,
+                "metrics/get-history",
+                params={"run_id": run["info"]["run_id"], "metric_key": "train_reward_mean"},
+            )["metrics"]
+            assert sorted(int(m["step"]) for m in history) == [
+                cfg["ppo"]["frames_per_batch"] * (i + 1) for i in range(n_batches)
+            ]
+
+
+def test_rest_api_serves_artifacts_and_models(server, runs):
+    base, _, _ = server
+    exp, found = runs
+    by_stage = {}
+    for run in found:
+        by_stage.setdefault(run["tags"].get("rl.stage"), []).append(run)
+    (plot,) = by_stage["plot"]
+    listing = api(base, "artifacts/list", params={"run_id": plot["info"]["run_id"]})
+    assert {"ppo.png", "ppo.pdf", "provenance.json", "config"} <= {
+        f["path"] for f in listing["files"]
+    }
+    png = requests.get(
+        f"{base}/get-artifact",
+        timeout=60,
+        params={"path": "ppo.png", "run_uuid": plot["info"]["run_id"]},
+    )
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    models = api(
+        base, "logged-models/search", "POST", json={"experiment_ids": [exp["experiment_id"]]}
+    )["models"]
+    sources = {m["info"]["source_run_id"] for m in models}
+    assert sources == {r["info"]["run_id"] for r in by_stage["train_ppo"]}
+
+
+def test_sync_to_the_server_finds_everything_there_and_leaks_no_token(server, runs):
+    """Pushing the study to a server that already holds it adds nothing; the credentials
+    in the URI appear nowhere in what the verb prints."""
+    base, workdir, _ = server
+    _, before = runs
+    uri = base.replace("http://", f"http://reviewer:{SECRET}@")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rl",
+            "mlflow-sync",
+            "--config",
+            "results/ci/config.yaml",
+            "--to",
+            uri,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "0 runs created, 0 completed" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    assert "http://***@127.0.0.1" in proc.stderr
+    exp_id = before[0]["info"]["experiment_id"]
+    after = api(base, "runs/search", "POST", json={"experiment_ids": [exp_id], "max_results": 1000})
+    assert len(after["runs"]) == len(before)
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def test_browser_finds_every_run_by_name(server, runs, tmp_path):
+    found = _chromium()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium and chromium-driver are missing: .ci/run installs them (apt)")
+        pytest.skip(
+            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, _, _ = server
+    exp, all_runs = runs
+    expected = {r["info"]["run_name"] for r in all_runs}
+    options = Options()
+    options.binary_location = found[0]
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    shot = tmp_path / "mlflow-experiment.png"
+    try:
+        driver.set_page_load_timeout(120)
+        driver.get(f"{base}/#/experiments/{exp['experiment_id']}/runs")
+        expander = 'button[data-component-id*="runnamecellrenderer"]'
+        n_parents = sum(1 for r in all_runs if r["tags"]["rl.kind"] != "stage")
+        wait = WebDriverWait(driver, 180, poll_frequency=1)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, expander)) >= n_parents)
+        for i in range(n_parents):  # open every parent: its child runs appear below it
+            driver.find_elements(By.CSS_SELECTOR, expander)[i].click()
+
+        def names(d):
+            return {a.text for a in d.find_elements(By.CSS_SELECTOR, 'a[href*="/runs/"]')}
+
+        try:
+            wait.until(lambda d: expected <= names(d))
+        finally:
+            driver.save_screenshot(str(shot))
+            print(f"\nscreenshot: {shot}")
+    finally:
+        driver.quit()
+    assert shot.stat().st_size > 10_000

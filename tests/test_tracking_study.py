@@ -1,0 +1,185 @@
+"""The ci study's MLflow records (the real workflow, run once per session): the logged
+policy acts in the environment, and `mlflow-sync` rebuilds the same records from results/
+after the store is deleted, or pushes them to another store, without duplicating anything."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl import config as config_mod
+from rl import tracking, tracking_sync
+
+pytestmark = pytest.mark.slow
+SECRET = "s3cr3t-T0KEN"
+
+
+def records(uri: str, experiment: str) -> dict:
+    """Everything a reviewer sees, counted: per run (by stage, variant, seed) its status,
+    parent, params, metric points per key, artifact files and logged models."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_id = {r.info.run_id: r for r in runs}
+
+    def name(run):
+        t = run.data.tags
+        return (t["rl.kind"], t.get("rl.stage", ""), t.get("rl.variant", ""), t.get("rl.seed", ""))
+
+    def files(run_id, path=None):
+        out = []
+        for f in client.list_artifacts(run_id, path):
+            out += files(run_id, f.path) if f.is_dir else [f.path]
+        return out
+
+    out = {}
+    for run in runs:
+        key = name(run)
+        assert key not in out, f"duplicate run {key}"
+        parent = by_id.get(run.data.tags.get("mlflow.parentRunId"))
+        models = client.search_logged_models(
+            [exp.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+        )
+        out[key] = {
+            "status": run.info.status,
+            "parent": name(parent) if parent else None,
+            "params": dict(run.data.params),
+            "metrics": {
+                k: len(client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics
+            },
+            "artifacts": sorted(files(run.info.run_id)),
+            "models": len(models),
+        }
+    return out
+
+
+def totals(recs: dict) -> dict:
+    return {
+        "runs": len(recs),
+        "params": sum(len(r["params"]) for r in recs.values()),
+        "metric_points": sum(sum(r["metrics"].values()) for r in recs.values()),
+        "artifacts": sum(len(r["artifacts"]) for r in recs.values()),
+        "models": sum(r["models"] for r in recs.values()),
+    }
+
+
+def sync(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The verb as a user runs it, in `cwd` (the study's store is found from there)."""
+    cmd = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml", *args]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def live(ci_study):
+    workdir, cfg, _ = ci_study
+    resolved = config_mod.load(workdir / "results" / "ci" / "config.yaml")
+    uri = f"sqlite:///{workdir / 'results' / 'ci' / 'mlflow' / 'mlflow.db'}"
+    return workdir, resolved, records(uri, "ci")
+
+
+def test_live_records_are_complete(live):
+    _, cfg, recs = live
+    seeds = [str(s) for s in cfg["seeds"]]
+    stages = {k[1] for k in recs if k[0] == "stage"}
+    assert stages == {"obs_norm_stats", "train_ppo", "evaluate_ppo", "aggregate", "plot"}
+    for key, rec in recs.items():
+        assert rec["status"] == "FINISHED", key
+        if key[0] != "stage":
+            continue
+        assert rec["params"]["ppo.lr"] == str(cfg["ppo"]["lr"])
+        assert "config/config.yaml" in rec["artifacts"] and "provenance.json" in rec["artifacts"]
+        expected_parent = ("study", "", "", "") if key[3] == "" else ("seed", "", "default", key[3])
+        assert rec["parent"] == expected_parent
+    for seed in seeds:
+        assert recs[("stage", "train_ppo", "default", seed)]["models"] == 1
+    print(f"\nlive records of the ci study: {totals(recs)}")
+
+
+def test_logged_policy_of_the_study_acts_in_the_environment(live, monkeypatch):
+    import mlflow
+    import torch
+
+    from rl.envs import make_env
+    from rl.evaluation import load_actor
+    from rl.files import read_json
+    from rl.ppo import evaluate_episode
+
+    workdir, cfg, _ = live
+    seed_dir = workdir / "results" / "ci" / "default" / "seed0"
+    uri = f"sqlite:///{workdir / 'results' / 'ci' / 'mlflow' / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ci").experiment_id],
+        "tags.`rl.stage` = 'train_ppo' AND tags.`rl.seed` = '0'",
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # resolves the models:/ URI
+    policy = mlflow.pytorch.load_model(run.data.tags["rl.model_uri"])
+
+    stats = read_json(seed_dir / "obs_norm" / "stats.json", "stats")
+    env, _ = make_env(cfg["env"], 123, num_envs=1, obs_stats=stats)
+    actor, _ = load_actor(cfg, seed_dir / "ppo" / "policy.pt", "cpu", env)
+    expected = evaluate_episode(env, actor, cfg["env"]["max_episode_steps"])
+    raw, _ = make_env(cfg["env"], 123, num_envs=1)
+    with torch.no_grad():
+        rollout = raw.rollout(
+            cfg["env"]["max_episode_steps"],
+            lambda td: td.set("action", policy(td["observation"])),
+            break_when_any_done=True,
+        )
+    assert int(rollout["next", "step_count"].max()) == expected[1]
+    assert float(rollout["next", "reward"].sum()) == pytest.approx(expected[0], rel=1e-4)
+
+
+def copy_study_without_store(workdir: Path, dest: Path) -> Path:
+    shutil.copytree(
+        workdir / "results" / "ci",
+        dest / "results" / "ci",
+        ignore=shutil.ignore_patterns("mlflow", "checkpoint.pt"),
+    )
+    return dest
+
+
+def test_sync_rebuilds_a_deleted_store_and_is_idempotent(live, tmp_path):
+    workdir, cfg, live_recs = live
+    copy = copy_study_without_store(workdir, tmp_path)  # the same study, its store deleted
+    first = sync(copy)
+    assert "runs created" in first.stderr
+    uri = f"sqlite:///{copy / 'results' / 'ci' / 'mlflow' / 'mlflow.db'}"
+    synced = records(uri, "ci")
+    assert synced == live_recs
+    print(f"\nrebuilt by mlflow-sync: {totals(synced)}")
+
+    again = sync(copy)
+    assert " 0 runs created, 0 completed" in again.stderr
+    assert records(uri, "ci") == live_recs
+
+
+def test_sync_pushes_to_another_store_and_completes_a_partial_run(live, tmp_path):
+    from rl.files import read_json
+
+    workdir, cfg, live_recs = live
+    other = f"sqlite:///{tmp_path / 'team.db'}"
+    # A job that lost its store half-way: the run exists, unfinished, with some points.
+    info = tracking.open_store(cfg, other, cfg["seeds"], ["default"])
+    folder = workdir / "results" / "ci" / "default" / "seed0" / "ppo"
+    prov = read_json(folder / "provenance.json", "provenance")
+    rows = tracking_sync.STAGES["train_ppo"]["rows"](folder)
+    with pytest.raises(RuntimeError):
+        with tracking.StageRun(cfg, info, "train_ppo", prov, 0, uri=other) as run:
+            for step, row in rows[:2]:
+                run.log_metrics(row, step)
+            raise RuntimeError("the job died")
+
+    proc = sync(workdir, "--to", other)
+    assert "1 completed" in proc.stderr
+    assert records(other, "ci") == live_recs
+    sync(workdir, "--to", other)
+    assert records(other, "ci") == live_recs
