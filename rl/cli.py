@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -438,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_message(exc: OSError) -> str:
+    where = f" '{exc.filename}'" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"No space left on the device while writing{where}. Earlier results are intact "
+            f"(writes are atomic); free space or point results_dir at a larger disk, then rerun."
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"Cannot write{where}: {exc.strerror}. Make the results directory writable "
+            f"(or set results_dir in the config to a folder you own), then rerun."
+        )
+    return f"{exc.strerror or exc}{where}. Check the path and the disk, then rerun."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -455,5 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: {_os_error_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"error: {args.verb} interrupted. Finished outputs are intact and nothing "
+            f"half-written was left; rerun the same command (or snakemake) to resume.",
+            file=sys.stderr,
+        )
+        return 130
     log.info("%s finished in %.1fs", args.verb, time.perf_counter() - t0)
     return 0

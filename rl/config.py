@@ -6,6 +6,7 @@ Imports neither torch nor mlflow, so the Snakefile can use it at parse time.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -79,8 +80,11 @@ def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
 
 def _hint(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
-        allowed = ", ".join(sorted(err.schema.get("properties", {})))
-        return f"Remove or rename it; allowed here: {allowed}."
+        names = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(names)) if isinstance(err.instance, dict) else []
+        close = difflib.get_close_matches(extra[0], names, n=1) if extra else []
+        maybe = f"Did you mean '{close[0]}'? " if close else ""
+        return f"{maybe}Remove or rename it; allowed here: {', '.join(names)}."
     if err.validator == "required":
         return "Add it."
     if err.validator == "enum":
@@ -117,12 +121,12 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"{ppo['frames_per_batch']}",
             "Make total_frames a whole number of batches.",
         )
-    if ppo["frames_per_batch"] % ppo["minibatch_size"]:
+    if ppo["minibatch_size"] > ppo["frames_per_batch"]:
         fail(
             "ppo.minibatch_size",
-            f"{ppo['minibatch_size']} does not divide ppo.frames_per_batch="
+            f"{ppo['minibatch_size']} is larger than ppo.frames_per_batch="
             f"{ppo['frames_per_batch']}",
-            "Choose a minibatch size that divides the batch.",
+            "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
@@ -150,8 +154,11 @@ def load(path: str | Path) -> dict:
         with open(path) as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
-            f"Config file '{path}' is not valid YAML: {exc}. Fix the syntax."
+            f"Config file '{path}' is not valid YAML{where}: {problem}. Fix the syntax there."
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -182,3 +189,34 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def dump(cfg: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(cfg), sort_keys=False)
+
+
+# Sections whose values decide the per-seed numbers. Changing any of them under an existing
+# study would mix two configurations in one results folder; seeds, plotting, aggregation,
+# tracking and progress settings may change freely (adding a seed is not mixing).
+RESULT_SECTIONS = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
+
+
+def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    a = flatten({k: old[k] for k in RESULT_SECTIONS if k in old})
+    b = flatten({k: new[k] for k in RESULT_SECTIONS if k in new})
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:
+    """Refuse to run a config into a results folder made by a different one."""
+    existing_path = Path(existing_path)
+    if not existing_path.is_file():
+        return
+    with open(existing_path) as f:
+        old = yaml.safe_load(f) or {}
+    diff = differing_keys(old, new)
+    if diff:
+        shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+        raise ConfigError(
+            f"Study '{new['study']}' already has results made with a different config "
+            f"(keys that differ: {shown}; the old resolved config is {existing_path}). "
+            f"Mixing them in one results folder would make its numbers untraceable. Give "
+            f"this config a new 'study' name, or move/delete {existing_path.parent} to "
+            f"start the study over. Adding seeds or changing plot/aggregate settings is fine."
+        )

@@ -78,7 +78,7 @@ def _update(data, advantage, loss_module, optim, ppo) -> tuple[dict, torch.Tenso
     """
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(ppo["frames_per_batch"], device=data.device),
-        sampler=SamplerWithoutReplacement(),
+        sampler=SamplerWithoutReplacement(drop_last=True),
         batch_size=ppo["minibatch_size"],
     )
     for _ in range(ppo["num_epochs"]):

@@ -49,6 +49,10 @@ os.environ.setdefault(
 )
 # The resolved config (defaults filled) is what every job reads; rewritten only when it
 # changes, so an unchanged study stays a no-op.
+try:
+    rl_config.check_same_study(config, RESOLVED_CONFIG)
+except rl_config.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 _resolved = rl_config.dump(config)
 if not os.path.exists(RESOLVED_CONFIG) or open(RESOLVED_CONFIG).read() != _resolved:
     os.makedirs(os.path.dirname(RESOLVED_CONFIG), exist_ok=True)

@@ -1,0 +1,385 @@
+"""PPO benchmark: our train_ppo beside the tutorial baseline, in one invocation.
+
+    python benchmarks/ppo_bench.py quick   # engineering speed only (a few minutes)
+    python benchmarks/ppo_bench.py full    # + time-to-solve and staying solved, >= 5 seeds
+
+1. engineering speed: our `train_ppo` with the tutorial's own hyper-parameters
+   (configs/tutorial.yaml) against ../shared/baselines/tutorial_ppo.py, same frames, same
+   environment id, alternating, in fresh processes; frames/s = frames / training wall time
+   (evaluations included for both, imports excluded for both).
+2. time-to-solve with our settings (configs/default.yaml unless --config): wall seconds and
+   frames from the start of training until the deterministic evaluation return first
+   reaches 9,100; every seed then evaluated on 10 fresh episodes at the end of its budget.
+The tutorial gets the same wall-clock budget as our median run. Results: a JSON under
+benchmarks/history/ (tracked), latest.json beside it, a CSV, and a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HISTORY = REPO / "benchmarks" / "history"
+SOLVED = 9100.0
+
+
+def _baseline_path(arg: str | None) -> Path:
+    path = Path(arg or os.environ.get("RL_BASELINES", REPO.parent / "shared" / "baselines"))
+    path = path / "tutorial_ppo.py" if path.is_dir() else path
+    if not path.is_file():
+        sys.exit(
+            f"The tutorial baseline was not found at {path}. Pass --baseline PATH (the file "
+            f"tutorial_ppo.py or its folder) or set RL_BASELINES."
+        )
+    return path
+
+
+def _json_tail(proc: subprocess.CompletedProcess) -> dict:
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON result in output:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def _run(cmd: list[str], timeout: float) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    return _json_tail(proc)
+
+
+# ----------------------------------------------------------------------------- workers
+def _override(cfg: dict, assignments: list[str]) -> None:
+    """Apply `section.key=value` overrides (values parsed as YAML)."""
+    import yaml
+
+    for item in assignments:
+        dotted, _, value = item.partition("=")
+        *parents, last = dotted.split(".")
+        node = cfg
+        for key in parents:
+            node = node[key]
+        node[last] = yaml.safe_load(value)
+
+
+def worker(
+    config: str,
+    seed: int,
+    frames: int | None,
+    threads: int | None,
+    final_eval: bool,
+    overrides: list[str] = (),
+):
+    """Train one seed of ours in this process and print one JSON line."""
+    t_import = time.perf_counter()
+    import torch
+
+    from rl import config as config_mod
+    from rl.envs import observation_stats
+    from rl.evaluation import evaluate
+    from rl.ppo import train
+
+    import_s = time.perf_counter() - t_import
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = config_mod.load(REPO / config)
+    if frames:
+        cfg["ppo"]["total_frames"] = frames
+    _override(cfg, list(overrides))
+    cfg = config_mod.validate(cfg, source=f"{config} with overrides {list(overrides)}")
+    cfg["mlflow"]["enabled"] = False
+    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], seed)
+    t0 = time.perf_counter()
+    curve = []
+
+    def on_batch(row, eval_row):
+        if eval_row:
+            point = {
+                "wall_s": time.perf_counter() - t0,
+                "frames": eval_row["frames"],
+                "eval_return": eval_row["eval_return"],
+                "fps": row["frames"] / (time.perf_counter() - t0),
+            }
+            curve.append(point)
+            print("progress " + json.dumps(point), flush=True)  # survives a timeout kill
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(cfg, seed, stats, tmp, on_batch=on_batch)
+        train_s = time.perf_counter() - t0
+        out = {
+            "who": "ours",
+            "config": config,
+            "seed": seed,
+            "frames": result["state"]["frames"],
+            "train_seconds": train_s,
+            "frames_per_second": result["state"]["frames"] / train_s,
+            "import_seconds": import_s,
+            "device": str(result["device"]),
+            "threads": torch.get_num_threads(),
+            "curve": curve,
+            "overrides": list(overrides),
+        }
+        solved = next((p for p in curve if p["eval_return"] >= SOLVED), None)
+        out["time_to_solve_s"] = solved["wall_s"] if solved else None
+        out["frames_to_solve"] = solved["frames"] if solved else None
+        if final_eval:
+            policy = Path(tmp) / "policy.pt"
+            from rl.checkpoint import save
+
+            save(policy, {"actor": result["actor"].state_dict()})
+            episodes = evaluate(cfg, seed, policy, stats)
+            out["final_eval_returns"] = episodes["return"].tolist()
+    print(json.dumps(out))
+
+
+# ----------------------------------------------------------------------------- driver
+def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) -> dict:
+    rows = []
+    for rep in range(repeats):
+        pair = [
+            (
+                "ours",
+                [
+                    sys.executable,
+                    __file__,
+                    "worker",
+                    "--config",
+                    "configs/tutorial.yaml",
+                    "--seed",
+                    str(rep),
+                    "--frames",
+                    str(frames),
+                ],
+            ),
+            ("tutorial", [sys.executable, str(baseline), str(frames), env_id, str(rep)]),
+        ]
+        for who, cmd in pair if rep % 2 == 0 else reversed(pair):
+            res = _run(cmd, timeout=3600)
+            rows.append(
+                {
+                    "who": who,
+                    "repeat": rep,
+                    "fps": res["frames_per_second"],
+                    "train_seconds": res["train_seconds"],
+                }
+            )
+            print(
+                f"  engineering speed, repeat {rep}: {who:8s} {res['frames_per_second']:8.0f} "
+                f"frames/s",
+                flush=True,
+            )
+    ours = statistics.median(r["fps"] for r in rows if r["who"] == "ours")
+    base = statistics.median(r["fps"] for r in rows if r["who"] == "tutorial")
+    return {
+        "frames": frames,
+        "repeats": repeats,
+        "ours_fps_median": ours,
+        "tutorial_fps_median": base,
+        "ratio": ours / base,
+        "runs": rows,
+    }
+
+
+def time_to_solve(config: str, seeds: int, baseline: Path, env_id: str) -> dict:
+    runs = []
+    for seed in range(seeds):
+        res = _run(
+            [
+                sys.executable,
+                __file__,
+                "worker",
+                "--config",
+                config,
+                "--seed",
+                str(seed),
+                "--final-eval",
+            ],
+            timeout=3600,
+        )
+        runs.append(res)
+        print(
+            f"  seed {seed}: solved at {res['time_to_solve_s']} s / {res['frames_to_solve']} "
+            f"frames; {res['frames_per_second']:.0f} frames/s; final 10 episodes min "
+            f"{min(res['final_eval_returns']):.0f}",
+            flush=True,
+        )
+    solve_times = [r["time_to_solve_s"] for r in runs]
+    budget = statistics.median(r["train_seconds"] for r in runs)
+    # the tutorial gets the same wall-clock budget: frames it can do in that time
+    probe = _run([sys.executable, str(baseline), "10000", env_id, "0"], timeout=3600)
+    tut_frames = max(10000, int(budget * probe["frames_per_second"]) // 1000 * 1000)
+    tutorial = _run([sys.executable, str(baseline), str(tut_frames), env_id, "0"], timeout=7200)
+    return {
+        "config": config,
+        "seeds": seeds,
+        "time_to_solve_s": solve_times,
+        "time_to_solve_median_s": statistics.median(t for t in solve_times if t is not None)
+        if all(t is not None for t in solve_times)
+        else None,
+        "all_solved": all(t is not None for t in solve_times),
+        "stayed_solved": all(min(r["final_eval_returns"]) >= SOLVED for r in runs),
+        "best_fps": max(r["frames_per_second"] for r in runs),
+        "runs": runs,
+        "tutorial_same_budget": tutorial,
+    }
+
+
+def _machine() -> dict:
+    import torch
+
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "commit": commit,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), constrained_layout=True)
+    tts = result["time_to_solve"]
+    for run in tts["runs"]:
+        c = run["curve"]
+        axes[0].plot(
+            [p["wall_s"] for p in c],
+            [p["eval_return"] for p in c],
+            color="C0",
+            alpha=0.6,
+            label="ours" if run["seed"] == 0 else None,
+        )
+        axes[1].plot(
+            [p["frames"] for p in c],
+            [p["eval_return"] for p in c],
+            color="C0",
+            alpha=0.6,
+            label="ours" if run["seed"] == 0 else None,
+        )
+    tut = tts["tutorial_same_budget"]
+    axes[0].scatter(
+        [tut["train_seconds"]],
+        [tut["final_eval_return"]],
+        color="C3",
+        zorder=3,
+        label="tutorial (final, same wall-clock budget)",
+    )
+    axes[1].scatter(
+        [tut["total_frames"]],
+        [tut["final_eval_return"]],
+        color="C3",
+        zorder=3,
+        label="tutorial (final)",
+    )
+    for ax, xlabel in zip(
+        axes, ("wall-clock seconds (training)", "environment frames"), strict=True
+    ):
+        ax.axhline(SOLVED, color="grey", ls="--", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("deterministic evaluation return")
+        ax.legend(fontsize="x-small", loc="lower right")
+    fig.suptitle(f"InvertedDoublePendulum-v5: {tts['config']} vs the tutorial")
+    fig.savefig(path.with_suffix(".png"), dpi=150)
+    fig.savefig(path.with_suffix(".pdf"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="mode", required=True)
+    w = sub.add_parser("worker")
+    w.add_argument("--config", required=True)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--frames", type=int)
+    w.add_argument("--threads", type=int)
+    w.add_argument("--final-eval", action="store_true")
+    w.add_argument("--set", action="append", default=[], help="section.key=value override")
+    for name in ("quick", "full"):
+        p = sub.add_parser(name)
+        p.add_argument("--baseline", help="tutorial_ppo.py or its folder")
+        p.add_argument("--env-id", default="InvertedDoublePendulum-v5")
+        p.add_argument("--frames", type=int, default=20000 if name == "quick" else 50000)
+        p.add_argument("--repeats", type=int, default=3)
+        p.add_argument("--config", default="configs/default.yaml")
+        p.add_argument("--seeds", type=int, default=5)
+        p.add_argument("--out", default=str(HISTORY))
+    args = parser.parse_args()
+    if args.mode == "worker":
+        return worker(args.config, args.seed, args.frames, args.threads, args.final_eval, args.set)
+
+    baseline = _baseline_path(args.baseline)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"machine": _machine(), "mode": args.mode, "env_id": args.env_id}
+    print(f"engineering speed: {args.frames} frames x {args.repeats} repeats each", flush=True)
+    result["engineering_speed"] = engineering_speed(
+        baseline, args.frames, args.repeats, args.env_id
+    )
+    latest = {
+        "ppo_engineering_speed_ratio": result["engineering_speed"]["ratio"],
+        "ppo_ours_fps_tutorial_settings": result["engineering_speed"]["ours_fps_median"],
+        "ppo_tutorial_fps": result["engineering_speed"]["tutorial_fps_median"],
+    }
+    if args.mode == "full":
+        print(f"time to solve: {args.config}, {args.seeds} seeds", flush=True)
+        result["time_to_solve"] = time_to_solve(args.config, args.seeds, baseline, args.env_id)
+        latest["ppo_best_fps"] = result["time_to_solve"]["best_fps"]
+        latest["ppo_time_to_solve_median_s"] = result["time_to_solve"]["time_to_solve_median_s"]
+    pendulum = REPO / "benchmarks" / "pendulum_bench.py"
+    if pendulum.is_file() and args.mode == "quick":
+        try:
+            res = _run([sys.executable, str(pendulum), "--quick", "--json"], timeout=1200)
+            latest["pendulum_speed_ratio"] = res.get("speed_ratio")
+            result["pendulum"] = res
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"pendulum benchmark failed: {exc}", file=sys.stderr)
+    result["latest"] = latest
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    name = f"{stamp}-{args.mode}-{'gpu' if result['machine']['cuda'] else 'cpu'}"
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "latest.json").write_text(json.dumps({**latest, "raw": result}, indent=1))
+    if args.mode == "full":
+        figure(result, out_dir / name)
+    es = result["engineering_speed"]
+    print("\n| measure | ours | tutorial | ratio |\n|---|---|---|---|")
+    print(
+        f"| frames/s, tutorial hyper-parameters (median of {es['repeats']}) | "
+        f"{es['ours_fps_median']:.0f} | {es['tutorial_fps_median']:.0f} | {es['ratio']:.2f}x |"
+    )
+    if args.mode == "full":
+        t = result["time_to_solve"]
+        print(
+            f"| time to 9,100 (median s, {t['seeds']} seeds) | {t['time_to_solve_median_s']} "
+            f"| never in its budget: final {t['tutorial_same_budget']['final_eval_return']:.0f} "
+            f"| |"
+        )
+        print(f"| best frames/s | {t['best_fps']:.0f} | | |")
+    print(f"\nwrote {out_dir / name}.json and latest.json")
+
+
+if __name__ == "__main__":
+    main()
