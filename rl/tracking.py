@@ -551,7 +551,8 @@ class StageRun:
     # -- logging
 
     def _set_tag(self, key: str, value: str) -> None:
-        self._call("setting a tag", self.client.set_tag, self.run_id, key, value)
+        if self.enabled:
+            self._call("setting a tag", self.client.set_tag, self.run_id, key, value)
 
     def log_metrics(self, row: dict[str, Any], step: int) -> None:
         """Buffer one row of metrics at `step` (the `frames` key, if any, is the step)."""
@@ -577,6 +578,8 @@ class StageRun:
         self.last_flush = time.monotonic()
 
     def log_artifacts(self, paths: list[str | Path], folder: str | None = None) -> None:
+        if not self.enabled:
+            return
         for path in paths:
             self._call(
                 f"logging artifact {path}",

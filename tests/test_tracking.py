@@ -185,9 +185,14 @@ def test_a_rerun_continues_the_unfinished_run_without_duplicates(cfg, store):
     assert client.get_run(first.run_id).info.status == "FINISHED"
 
 
-def test_untracked_without_marker(cfg):
-    with StageRun(cfg, None, "train_ppo", {}, 0) as run:
+def test_untracked_without_marker(cfg, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("a\n1\n")
+    with StageRun(cfg, None, "train_ppo", {}, 0, config_path=table) as run:
         run.log_metrics({"reward": 1.0}, 1)
+        run.log_artifacts([table])
+        assert run.log_policy(object(), {}) is None
+        run.flush()
     assert run.run_id is None and not run.enabled
 
 
