@@ -112,8 +112,14 @@ def _context(root: Path) -> Path:
     return ctx
 
 
+_built: dict[str, dict] = {}
+
+
 def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
-    """Stand-in base image, then `podman build` of the real Dockerfile; returns timings."""
+    """Stand-in base image, then `podman build` of the real Dockerfile; returns timings.
+    Once per test session: the container and cluster tests share the image."""
+    if tag in _built:
+        return _built[tag]
     kit = require_kit()
     t0 = time.monotonic()
     subprocess.run([str(kit / "make-standin-base.sh"), base_image()], check=True, timeout=15 * 60)
@@ -133,7 +139,8 @@ def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
     if proc.returncode != 0:
         raise AssertionError(f"podman build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
     print(f"\nstand-in base {t_base:.1f} s, image build {t_build:.1f} s", file=sys.stderr)
-    return {"base_s": t_base, "build_s": t_build}
+    _built[tag] = {"base_s": t_base, "build_s": t_build}
+    return _built[tag]
 
 
 def inspect(tag: str = TEST_IMAGE) -> dict:
