@@ -20,6 +20,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/mlflow.smk"
 include: "workflow/rules/ppo.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/pendulum.smk"
 
 
 rule all:

@@ -52,18 +52,23 @@ def read_tables(paths: Iterable[str | Path], required: Iterable[str]) -> pd.Data
 
 
 def summarise_curves(
-    tidy: pd.DataFrame, by: str, metrics: list[str], n_boot: int, confidence: float
+    tidy: pd.DataFrame,
+    by: str,
+    metrics: list[str],
+    n_boot: int,
+    confidence: float,
+    groups: tuple[str, ...] = ("variant",),
 ) -> pd.DataFrame:
-    """Per variant and `by` value (e.g. frames): mean and CI across seeds, long format."""
+    """Per `groups` (the variant; add e.g. a start-state column) and `by` value (e.g.
+    frames): mean and CI across seeds, long format."""
     rows = []
-    for (variant, x), group in tidy.groupby(["variant", by], sort=True):
+    for keys, group in tidy.groupby([*groups, by], sort=True):
         for metric in metrics:
             per_seed = group.groupby("seed")[metric].mean()
             mean, low, high = bootstrap_ci(per_seed, n_boot, confidence)
             rows.append(
                 {
-                    "variant": variant,
-                    by: x,
+                    **dict(zip([*groups, by], keys, strict=True)),
                     "metric": metric,
                     "mean": mean,
                     "ci_low": low,
@@ -94,6 +99,12 @@ def final_summary(
         "best_train_eval_return": train_eval.groupby(["variant", "seed"])["eval_return"].max(),
         "train_frames_per_s": train.groupby(["variant", "seed"])["frames_per_s"].median(),
     }
+    return summarise_per_seed(per_seed, n_boot, confidence)
+
+
+def summarise_per_seed(per_seed: dict[str, pd.Series], n_boot: int, confidence: float):
+    """One row per variant and quantity from {quantity: values indexed by (variant, seed)}:
+    the across-seed mean, its bootstrap interval and every seed's value."""
     rows = []
     for quantity, series in per_seed.items():
         for variant, values in series.groupby(level="variant"):
@@ -110,3 +121,22 @@ def final_summary(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def pendulum_summary(
+    train: pd.DataFrame, evals: pd.DataFrame, n_boot: int, confidence: float, last: int = 10
+) -> pd.DataFrame:
+    """The pendulum study across seeds: final-step reward and return (each seed's mean over
+    its `last` iterations, the tutorial's yardstick), training speed, and the controller
+    evaluation (return from the fixed starts, distance from upright at their last step)."""
+    keys = ["variant", "seed"]
+    tail = train.sort_values("iteration").groupby(keys).tail(last).groupby(keys)
+    final = evals[evals["step"] == evals["step"].max()].groupby(keys)
+    per_seed = {
+        "final_step_reward": tail["final_step_reward"].mean(),
+        "final_return": tail["return"].mean(),
+        "iters_per_s": train.groupby(keys)["iters_per_s"].median(),
+        "eval_return": evals.groupby([*keys, "start"])["reward"].sum().groupby(keys).mean(),
+        "eval_final_abs_angle": final["angle"].apply(lambda a: a.abs().mean()),
+    }
+    return summarise_per_seed(per_seed, n_boot, confidence)

@@ -328,6 +328,165 @@ def cmd_plot(args) -> None:
     log.info("figure -> %s, %s", args.png, args.pdf)
 
 
+def cmd_train_pendulum(args) -> None:
+    import pandas as pd
+
+    from rl import provenance
+    from rl.checkpoint import save
+    from rl.files import write_csv
+    from rl.pendulum import evaluate_controller, train
+    from rl.ppo import resolve_device
+    from rl.tracking import StageRun
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg["pendulum"]["device"])
+    stage = "train_pendulum"
+    prov = provenance.record(
+        cfg, stage=stage, seed=args.seed, variant=args.variant, device=str(device), started=started
+    )
+    with StageRun(
+        cfg, args.mlflow_marker, stage, prov, args.seed, args.variant, config_path=args.config
+    ) as run:
+
+        def on_iteration(row):
+            run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, row["frames"])
+
+        result = train(cfg, args.seed, out, on_iteration=on_iteration)
+        state = result["state"]
+        tag = {"variant": args.variant, "seed": args.seed}
+        metrics = pd.DataFrame(state["rows"]).assign(**tag)
+        evals = evaluate_controller(cfg, result["policy"], result["device"]).assign(**tag)
+        done = {"iterations": state["iteration"], "train_wall_s": state["wall_s"]}
+        save(out / "policy.pt", {"policy": result["policy"].state_dict(), **done})
+        write_csv(out / "train_metrics.csv", metrics)
+        write_csv(out / "eval_trajectories.csv", evals)
+        last10 = float(metrics["final_step_reward"].tail(10).mean())
+        prov = provenance.write(
+            out,
+            cfg,
+            stage=stage,
+            seed=args.seed,
+            variant=args.variant,
+            device=str(result["device"]),
+            started=started,
+            extra={**done, "final_step_reward_last10": last10},
+        )
+        run.log_artifacts(
+            [out / "train_metrics.csv", out / "eval_trajectories.csv", out / "provenance.json"]
+        )
+        result["checkpoint"].unlink(missing_ok=True)
+    log.info(
+        "trained %d iterations in %.0fs (median %.1f it/s); final-step reward, mean of the "
+        "last 10 iterations: %.4f",
+        state["iteration"],
+        state["wall_s"],
+        metrics["iters_per_s"].median(),
+        last10,
+    )
+
+
+PENDULUM_TRAIN_COLUMNS = ["variant", "seed", "iteration", "return", "final_step_reward"]
+PENDULUM_EVAL_COLUMNS = ["variant", "seed", "start", "time_s", "angle", "torque", "reward"]
+
+
+def cmd_aggregate_pendulum(args) -> None:
+    from rl import aggregation as agg
+    from rl import provenance
+    from rl.files import write_csv
+    from rl.tracking_sync import summary_rows
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    n_boot, conf = cfg["aggregate"]["bootstrap_samples"], cfg["aggregate"]["confidence"]
+    train = agg.read_tables(args.train, PENDULUM_TRAIN_COLUMNS)
+    evals = agg.read_tables(args.evals, PENDULUM_EVAL_COLUMNS)
+    evals["abs_angle"] = evals["angle"].abs()  # averages across seeds without the wrap at pi
+    out = Path(args.out_dir)
+    write_csv(out / "train.csv", train)
+    write_csv(out / "eval_trajectories.csv", evals)
+    metrics = ["return", "final_step_reward", "grad_norm"]
+    write_csv(
+        out / "train_curves.csv", agg.summarise_curves(train, "iteration", metrics, n_boot, conf)
+    )
+    write_csv(
+        out / "eval_curves.csv",
+        agg.summarise_curves(
+            evals,
+            "time_s",
+            ["abs_angle", "angle", "speed", "torque"],
+            n_boot,
+            conf,
+            groups=("variant", "start"),
+        ),
+    )
+    summary = agg.pendulum_summary(train, evals, n_boot, conf)
+    write_csv(out / "summary.csv", summary)
+    prov = provenance.write(
+        out,
+        cfg,
+        stage="aggregate_pendulum",
+        started=started,
+        extra={"seeds": sorted(train["seed"].unique().tolist())},
+    )
+    _track(
+        cfg,
+        args,
+        "aggregate_pendulum",
+        prov,
+        rows=summary_rows(summary),
+        artifacts=sorted(out.glob("*.csv")) + [out / "provenance.json"],
+    )
+    log.info(
+        "aggregated %d pendulum seeds:\n%s",
+        train["seed"].nunique(),
+        summary[["variant", "quantity", "mean", "ci_low", "ci_high", "per_seed"]].to_string(
+            index=False
+        ),
+    )
+
+
+def cmd_plot_pendulum(args) -> None:
+    import pandas as pd
+
+    from rl import plotting, provenance
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    agg_dir = Path(args.agg_dir)
+
+    def read(name):
+        path = agg_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Missing aggregate table '{path}'. Run the aggregate_pendulum rule."
+            )
+        return pd.read_csv(path)
+
+    tables = {"train": read("train.csv"), "eval": read("eval_trajectories.csv")}
+    curves = {"train": read("train_curves.csv"), "eval": read("eval_curves.csv")}
+    p = cfg["plot"]
+    fig = plotting.pendulum_figure(
+        tables,
+        curves,
+        f"Pendulum swing-up, policy trained through the simulator ({cfg['study']})",
+        (p["width_in"], p["height_in"]),
+        p["dpi"],
+    )
+    plotting.save_figure(fig, args.png, args.pdf)
+    prov = provenance.write(Path(args.png).parent, cfg, stage="plot_pendulum", started=started)
+    _track(
+        cfg,
+        args,
+        "plot_pendulum",
+        prov,
+        artifacts=[args.png, args.pdf, Path(args.png).parent / "provenance.json"],
+    )
+    log.info("figure -> %s, %s", args.png, args.pdf)
+
+
 def cmd_mlflow_sync(args) -> None:
     from rl.tracking_sync import sync_study
 
@@ -417,6 +576,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf", required=True)
     p.add_argument("--mlflow-marker")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "train-pendulum",
+        help="train the pendulum controller through the simulator for one seed (resumable)",
+    )
+    _common(p, seed=True)
+    p.add_argument("--out-dir", required=True, help="folder for weights, tables, checkpoint")
+    p.add_argument("--mlflow-marker", help="MLflow marker from mlflow-init (omit: untracked)")
+    p.set_defaults(func=cmd_train_pendulum)
+
+    p = sub.add_parser("aggregate-pendulum", help="pendulum tables and bootstrap CIs across seeds")
+    _common(p)
+    p.add_argument("--train", nargs="+", required=True, help="per-seed train_metrics.csv")
+    p.add_argument("--evals", nargs="+", required=True, help="per-seed eval_trajectories.csv")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--mlflow-marker")
+    p.set_defaults(func=cmd_aggregate_pendulum)
+
+    p = sub.add_parser("plot-pendulum", help="four-panel pendulum figure (PNG and PDF)")
+    _common(p)
+    p.add_argument("--agg-dir", required=True)
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.add_argument("--mlflow-marker")
+    p.set_defaults(func=cmd_plot_pendulum)
 
     p = sub.add_parser(
         "mlflow-sync",

@@ -36,6 +36,18 @@ def outputs(cfg: dict) -> dict[str, str]:
         "agg_summary": str(study / "aggregate" / "ppo_summary.csv"),
         "fig_png": str(study / "figures" / "ppo.png"),
         "fig_pdf": str(study / "figures" / "ppo.pdf"),
+        "pendulum_dir": str(seed / "pendulum"),
+        "pendulum_policy": str(seed / "pendulum" / "policy.pt"),
+        "pendulum_metrics": str(seed / "pendulum" / "train_metrics.csv"),
+        "pendulum_eval": str(seed / "pendulum" / "eval_trajectories.csv"),
+        "agg_pendulum_dir": str(study / "aggregate" / "pendulum"),
+        "agg_pendulum_train": str(study / "aggregate" / "pendulum" / "train.csv"),
+        "agg_pendulum_train_curves": str(study / "aggregate" / "pendulum" / "train_curves.csv"),
+        "agg_pendulum_eval": str(study / "aggregate" / "pendulum" / "eval_trajectories.csv"),
+        "agg_pendulum_eval_curves": str(study / "aggregate" / "pendulum" / "eval_curves.csv"),
+        "agg_pendulum_summary": str(study / "aggregate" / "pendulum" / "summary.csv"),
+        "fig_pendulum_png": str(study / "figures" / "pendulum" / "pendulum.png"),
+        "fig_pendulum_pdf": str(study / "figures" / "pendulum" / "pendulum.pdf"),
         "logs": str(study / "logs"),
     }
 

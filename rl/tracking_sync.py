@@ -85,6 +85,15 @@ STAGES: dict[str, dict[str, Any]] = {
         "rows": lambda folder: summary_rows(_read_csv(folder / "ppo_summary.csv")),
     },
     "plot": {"artifacts": ("*.png", "*.pdf", "provenance.json")},
+    "train_pendulum": {
+        "artifacts": ("train_metrics.csv", "eval_trajectories.csv", "provenance.json"),
+        "rows": lambda folder: table_rows(_read_csv(folder / "train_metrics.csv"), "frames"),
+    },
+    "aggregate_pendulum": {
+        "artifacts": ("*.csv", "provenance.json"),
+        "rows": lambda folder: summary_rows(_read_csv(folder / "summary.csv")),
+    },
+    "plot_pendulum": {"artifacts": ("*.png", "*.pdf", "provenance.json")},
 }
 
 

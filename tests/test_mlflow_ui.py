@@ -103,9 +103,10 @@ def test_rest_api_shows_experiment_hierarchy_params_metrics(server, runs):
     assert set(parents) == {"ci-all-seeds"} | {f"default-seed{s}" for s in seeds}
     stages = [r for r in found if r["tags"]["rl.kind"] == "stage"]
     names = sorted(r["info"]["run_name"] for r in stages)
+    per_seed_stages = ("obs_norm_stats", "train_ppo", "evaluate_ppo", "train_pendulum")
     assert names == sorted(
-        [f"{st}-seed{s}" for st in ("obs_norm_stats", "train_ppo", "evaluate_ppo") for s in seeds]
-        + ["aggregate", "plot"]
+        [f"{st}-seed{s}" for st in per_seed_stages for s in seeds]
+        + ["aggregate", "plot", "aggregate_pendulum", "plot_pendulum"]
     )
     n_batches = cfg["ppo"]["total_frames"] // cfg["ppo"]["frames_per_batch"]
     for run in stages:

@@ -99,6 +99,52 @@ def test_every_output_exists_and_is_well_formed(ci_run):
     assert (study / "figures" / "ppo.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_pendulum_outputs_exist_and_are_well_formed(ci_run):
+    workdir, cfg, _ = ci_run
+    study = workdir / "results" / "ci"
+    p = cfg["pendulum"]
+    n_starts, n_steps = len(p["eval_starts"]), p["eval_steps"]
+    for seed in cfg["seeds"]:
+        d = study / "default" / f"seed{seed}" / "pendulum"
+        metrics = pd.read_csv(d / "train_metrics.csv")
+        assert metrics["iteration"].tolist() == list(range(1, p["iterations"] + 1))
+        for col in ("return", "final_step_reward", "grad_norm", "lr", "iters_per_s"):
+            assert metrics[col].notna().all() and (metrics["seed"] == seed).all()
+        evals = pd.read_csv(d / "eval_trajectories.csv")
+        assert len(evals) == n_starts * n_steps
+        assert {"start", "time_s", "angle", "speed", "torque", "reward"} <= set(evals.columns)
+        assert (d / "policy.pt").stat().st_size > 0
+        assert not (d / "checkpoint.pt").exists()
+        prov = json.loads((d / "provenance.json").read_text())
+        assert prov["rule"] == "train_pendulum" and prov["seed"] == seed
+        assert prov["iterations"] == p["iterations"]
+        assert (study / "logs" / "train_pendulum" / f"default-seed{seed}.log").is_file()
+    log = (study / "logs" / "train_pendulum" / "default-seed0.log").read_text()
+    assert "iterations/s" in log and "final-step reward" in log
+
+    agg = study / "aggregate" / "pendulum"
+    tidy = pd.read_csv(agg / "train.csv")
+    assert len(tidy) == p["iterations"] * len(cfg["seeds"])
+    curves = pd.read_csv(agg / "train_curves.csv")
+    assert set(curves["metric"]) == {"return", "final_step_reward", "grad_norm"}
+    assert (curves["n_seeds"] == len(cfg["seeds"])).all()
+    eval_curves = pd.read_csv(agg / "eval_curves.csv")
+    assert len(eval_curves[eval_curves["metric"] == "torque"]) == n_starts * n_steps
+    summary = pd.read_csv(agg / "summary.csv").set_index("quantity")
+    row = summary.loc["final_step_reward"]
+    assert row["n_seeds"] == len(cfg["seeds"])
+    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+    assert json.loads((agg / "provenance.json").read_text())["stage"] == "aggregate_pendulum"
+
+    png = Image.open(study / "figures" / "pendulum" / "pendulum.png")
+    assert png.size == (
+        cfg["plot"].get("width_in", 7.0) * cfg["plot"]["dpi"],
+        cfg["plot"].get("height_in", 5.0) * cfg["plot"]["dpi"],
+    )
+    assert len(set(png.convert("L").get_flattened_data())) > 10  # not blank
+    assert (study / "figures" / "pendulum" / "pendulum.pdf").read_bytes()[:5] == b"%PDF-"
+
+
 def test_mlflow_holds_every_stage_of_every_seed(ci_run):
     from mlflow.tracking import MlflowClient
 
@@ -118,6 +164,9 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
         "evaluate_ppo": n,
         "aggregate": 1,
         "plot": 1,
+        "train_pendulum": n,
+        "aggregate_pendulum": 1,
+        "plot_pendulum": 1,
     }
     parents = set(marker["parents"].values())
     for run in by_stage["train_ppo"]:
@@ -138,6 +187,24 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
     assert {"ppo.png", "ppo.pdf"} <= {f.path for f in client.list_artifacts(plot.info.run_id)}
     (agg,) = by_stage["aggregate"]
     assert "eval_return.mean" in agg.data.metrics
+    p = cfg["pendulum"]
+    for run in by_stage["train_pendulum"]:
+        assert run.data.tags["mlflow.parentRunId"] in parents
+        assert run.data.params["pendulum.horizon"] == str(p["horizon"])
+        history = client.get_metric_history(run.info.run_id, "final_step_reward")
+        assert sorted(m.step for m in history) == [
+            i * p["batch_size"] * p["horizon"] for i in range(1, p["iterations"] + 1)
+        ]
+        files = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {"train_metrics.csv", "eval_trajectories.csv", "provenance.json"} <= files
+    for stage in ("aggregate_pendulum", "plot_pendulum"):
+        (run,) = by_stage[stage]
+        assert run.data.tags["mlflow.parentRunId"] == study_parent
+    (plot,) = by_stage["plot_pendulum"]
+    files = {f.path for f in client.list_artifacts(plot.info.run_id)}
+    assert {"pendulum.png", "pendulum.pdf"} <= files
+    (agg,) = by_stage["aggregate_pendulum"]
+    assert "final_step_reward.mean" in agg.data.metrics
 
 
 def test_second_run_does_nothing(ci_run):

@@ -71,7 +71,14 @@ def log_path(rule_name, per_seed_rule=True):
 
 
 def all_targets():
-    return [OUT["fig_png"], OUT["fig_pdf"], OUT["agg_summary"]]
+    return [
+        OUT["fig_png"],
+        OUT["fig_pdf"],
+        OUT["agg_summary"],
+        OUT["fig_pendulum_png"],
+        OUT["fig_pendulum_pdf"],
+        OUT["agg_pendulum_summary"],
+    ]
 
 
 def settings_hash(*sections):

@@ -1,0 +1,260 @@
+"""Differentiable control of the pendulum (the TorchRL pendulum tutorial's recipe).
+
+Each iteration rolls a batch of pendulums out from random starts for `horizon` steps with
+the policy in the loop, takes minus the mean reward as the loss and back-propagates it
+through every simulator step to the policy weights (back-propagation through time), then
+clips the gradient norm and steps Adam on a cosine schedule. The rollouts step the
+environment's own batched step (`rl.pendulum_env.batched_rollout` over `dynamics`, the
+code `check_env_specs` and the physics tests check), optionally under `torch.compile`.
+
+The loop state lives in one dict saved with the weights, optimiser, schedule and both
+random generators at iteration boundaries, so a resumed run reproduces an uninterrupted
+one exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from rl.checkpoint import load, save
+from rl.config import config_hash
+from rl.pendulum_env import angle_normalize, batched_rollout, make_env, make_params
+from rl.ppo import resolve_device
+from rl.progress import Progress
+
+log = logging.getLogger("rl")
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+TIMING_COLUMNS = ("iters_per_s", "wall_s")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def make_policy(pcfg: dict, obs_dim: int = 3) -> nn.Sequential:
+    """The tutorial's deterministic policy: an MLP from the observation to the torque."""
+    layers: list[nn.Module] = []
+    width = obs_dim
+    for _ in range(pcfg["depth"]):
+        layers += [nn.Linear(width, pcfg["num_cells"]), ACTIVATIONS[pcfg["activation"]]()]
+        width = pcfg["num_cells"]
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def training_settings(cfg: dict) -> dict:
+    """What a run's numbers depend on (a checkpoint must match it)."""
+    pcfg = cfg["pendulum"]
+    return {k: v for k, v in pcfg.items() if not k.startswith(("checkpoint_", "eval_"))}
+
+
+def make_env_for(pcfg: dict, seed: int, device: torch.device):
+    return make_env(
+        pcfg["physics"],
+        init_angle=pcfg["init_angle"],
+        init_speed=pcfg["init_speed"],
+        seed=seed,
+        device=device,
+    )
+
+
+def make_rollout(
+    net: nn.Module, horizon: int, compile: bool
+) -> Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]:
+    """`(th, thdot, params) -> rewards (horizon, batch)`: the training rollout.
+
+    With `compile`, the whole horizon (forward and backward) becomes one graph: the first
+    call compiles for minutes on a small CPU (cached on disk for later processes), then
+    each iteration runs without per-step Python or autograd overhead.
+    """
+
+    def rollout(th, thdot, params):
+        return batched_rollout(net, th, thdot, params, horizon)["reward"]
+
+    return torch.compile(rollout, fullgraph=True, dynamic=False) if compile else rollout
+
+
+def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
+    """Train one seed; returns {'state', 'policy', 'device', 'checkpoint'}.
+
+    `state['rows']` holds one row per iteration: iteration, frames (simulated steps so
+    far), return (summed reward over the horizon, mean over the batch), final-step
+    reward (mean over the batch), gradient norm before clipping, learning rate,
+    iterations/s and wall time. `on_iteration(row)` is called after each (live logging).
+    Resumes from `out_dir/checkpoint.pt` when it exists and matches the config.
+    """
+    pcfg = cfg["pendulum"]
+    device = resolve_device(pcfg["device"])
+    torch.manual_seed(seed)
+    env = make_env_for(pcfg, seed, device)
+    pendulum = env.base_env
+    net = make_policy(pcfg, env.observation_spec["observation"].shape[-1]).to(device)
+    optim = torch.optim.Adam(net.parameters(), lr=pcfg["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optim, T_max=pcfg["lr_schedule_steps"] or pcfg["iterations"]
+    )
+    settings = config_hash(training_settings(cfg))
+    state = {"iteration": 0, "rows": [], "wall_s": 0.0, "settings": settings}
+    ckpt_path = Path(out_dir) / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = _restore(ckpt_path, settings, net, optim, sched, pendulum)
+        log.info("resuming from checkpoint %s at iteration %d", ckpt_path, state["iteration"])
+
+    def checkpoint() -> None:
+        save(
+            ckpt_path,
+            {
+                "state": state,
+                "policy": net.state_dict(),
+                "optim": optim.state_dict(),
+                "sched": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "env_rng": pendulum.rng.get_state(),
+            },
+        )
+        log.info("checkpoint at iteration %d -> %s", state["iteration"], ckpt_path)
+
+    batch, horizon = pcfg["batch_size"], pcfg["horizon"]
+    params = dict(make_params(pcfg["physics"], [batch], device)["params"].items())
+    rollout = make_rollout(net, horizon, pcfg["compile"])
+    progress = Progress(
+        pcfg["iterations"],
+        "iterations",
+        cfg["progress"]["log_interval_seconds"],
+        state["iteration"],
+    )
+    last_ckpt = time.monotonic()
+    try:
+        while state["iteration"] < pcfg["iterations"]:
+            t0 = time.perf_counter()
+            th, thdot = pendulum.initial_state((batch,))
+            reward = rollout(th, thdot, params)
+            loss = -reward.mean()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg["max_grad_norm"])
+            optim.step()
+            lr = optim.param_groups[0]["lr"]
+            sched.step()
+            with torch.no_grad():
+                ret, last, gn = torch.stack(
+                    [reward.sum(0).mean(), reward[-1].mean(), grad_norm]
+                ).tolist()
+            if not math.isfinite(ret) or not math.isfinite(gn):
+                raise TrainingDiverged(
+                    f"Training diverged at iteration {state['iteration'] + 1}: return {ret}, "
+                    f"gradient norm {gn}. Lower pendulum.lr or pendulum.max_grad_norm; the last "
+                    f"checkpoint ({ckpt_path}) is kept, rerun to resume."
+                )
+            dt = time.perf_counter() - t0
+            state["iteration"] += 1
+            state["wall_s"] += dt
+            row = {
+                "iteration": state["iteration"],
+                "frames": state["iteration"] * batch * horizon,
+                "return": ret,
+                "final_step_reward": last,
+                "grad_norm": gn,
+                "lr": lr,
+                "iters_per_s": 1.0 / dt,
+                "wall_s": state["wall_s"],
+            }
+            state["rows"].append(row)
+            if on_iteration is not None:
+                on_iteration(row)
+            progress.update(state["iteration"], ret=ret, final_step_reward=last)
+            done = state["iteration"] >= pcfg["iterations"]
+            if not done and (
+                state["iteration"] % pcfg["checkpoint_interval_iterations"] == 0
+                or time.monotonic() - last_ckpt >= 60 * pcfg["checkpoint_interval_minutes"]
+            ):
+                checkpoint()
+                last_ckpt = time.monotonic()
+    except KeyboardInterrupt:
+        log.warning(
+            "interrupted at iteration %d; rerun to resume from the last checkpoint (%s)",
+            state["iteration"],
+            ckpt_path if ckpt_path.exists() else "none yet",
+        )
+        raise
+    finally:
+        progress.close()
+    return {"state": state, "policy": net, "device": device, "checkpoint": ckpt_path}
+
+
+def _restore(path: Path, settings: str, net, optim, sched, pendulum) -> dict:
+    ckpt = load(path, "pendulum training checkpoint")
+    found = ckpt.get("state", {}).get("settings")
+    if found != settings:
+        raise ValueError(
+            f"The checkpoint '{path}' was written by a run with other pendulum settings "
+            f"(hash {found}, this config: {settings}): resuming would mix two configurations. "
+            f"Restore the config it was made with, or delete the checkpoint to start over."
+        )
+    net.load_state_dict(ckpt["policy"])
+    optim.load_state_dict(ckpt["optim"])
+    sched.load_state_dict(ckpt["sched"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    pendulum.rng.set_state(ckpt["env_rng"])
+    return ckpt["state"]
+
+
+def load_policy(cfg: dict, path: str | Path) -> nn.Sequential:
+    weights = load(path, "trained pendulum policy")
+    if "policy" not in weights:
+        raise ValueError(
+            f"'{path}' holds no 'policy' weights: it is not a policy written by "
+            f"`python -m rl train-pendulum`. Rerun train_pendulum for this seed."
+        )
+    net = make_policy(cfg["pendulum"])
+    try:
+        net.load_state_dict(weights["policy"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The policy '{path}' does not fit the network the config describes "
+            f"(pendulum.num_cells/depth changed since training): {exc}. Retrain or use the "
+            f"config it was trained with."
+        ) from None
+    return net
+
+
+def evaluate_controller(cfg: dict, net: nn.Module, device: torch.device | str = "cpu"):
+    """Roll the trained controller out from the config's fixed starting states with the
+    TorchRL environment (`env.rollout`), without gradients.
+
+    Returns a long table: start (index), start_angle, start_speed, step, time_s, angle
+    (wrapped to [-pi, pi), 0 upright), speed, torque (as applied, after clamping), reward.
+    """
+    pcfg = cfg["pendulum"]
+    starts = torch.tensor(pcfg["eval_starts"], dtype=torch.float32, device=device)
+    env = make_env_for(pcfg, 0, device)
+    td = make_params(pcfg["physics"], [len(starts)], device)
+    td["th"], td["thdot"] = starts[:, 0], starts[:, 1]
+    policy = TensorDictModule(net, in_keys=["observation"], out_keys=["action"])
+    with torch.no_grad():
+        traj = env.rollout(pcfg["eval_steps"], policy, tensordict=env.reset(td), auto_reset=False)
+    max_torque = traj["params", "max_torque"]
+    n_starts, n_steps = traj.shape
+    step = torch.arange(n_steps, device=device).expand(n_starts, n_steps)
+    frame = {
+        "start": torch.arange(n_starts, device=device).unsqueeze(1).expand(n_starts, n_steps),
+        "start_angle": starts[:, :1].expand(n_starts, n_steps),
+        "start_speed": starts[:, 1:].expand(n_starts, n_steps),
+        "step": step,
+        "time_s": step * traj["params", "dt"],
+        "angle": angle_normalize(traj["th"].squeeze(-1)),
+        "speed": traj["thdot"].squeeze(-1),
+        "torque": traj["action"].squeeze(-1).clamp(-max_torque, max_torque),
+        "reward": traj["next", "reward"].squeeze(-1),
+    }
+    return pd.DataFrame({k: v.reshape(-1).cpu().numpy() for k, v in frame.items()})
