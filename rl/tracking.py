@@ -125,7 +125,8 @@ def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
     if uri.startswith(("http://", "https://")):
         _check_http(uri, timeout_s)
         return
-    if uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks"):
+    file_store = uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks")
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
         raise _unavailable(
             uri,
             "the plain file store (mlruns folders) is deprecated in MLflow 3 and refused "
@@ -133,15 +134,13 @@ def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
             "Use a sqlite URI (sqlite:////absolute/path/mlflow.db), a tracking server, or "
             "unset mlflow.tracking_uri and MLFLOW_TRACKING_URI for the embedded default.",
         )
-    from mlflow.environment_variables import (
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
-        MLFLOW_HTTP_REQUEST_TIMEOUT,
-    )
-
-    saved = {v.name: os.environ.get(v.name) for v in (MLFLOW_HTTP_REQUEST_MAX_RETRIES,)}
-    saved[MLFLOW_HTTP_REQUEST_TIMEOUT.name] = os.environ.get(MLFLOW_HTTP_REQUEST_TIMEOUT.name)
-    os.environ[MLFLOW_HTTP_REQUEST_MAX_RETRIES.name] = "0"
-    os.environ[MLFLOW_HTTP_REQUEST_TIMEOUT.name] = str(max(1, int(timeout_s)))
+    # Other backends (databricks, SQL databases): one cheap query, without MLflow's retries.
+    limits = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s))),
+    }
+    saved = {name: os.environ.get(name) for name in limits}
+    os.environ.update(limits)
     try:
         _client(uri).search_experiments(max_results=1)
     except Exception as exc:  # any backend (databricks, SQL databases) raises its own types

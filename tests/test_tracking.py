@@ -342,3 +342,11 @@ def test_logged_policy_loads_and_acts_like_the_evaluated_actor(cfg, store, monke
     got = (float(rollout["next", "reward"].sum()), int(rollout["next", "step_count"].max()))
     assert got[1] == expected[1]
     assert got[0] == pytest.approx(expected[0], rel=1e-4)
+
+
+def test_other_backends_are_checked_with_one_query(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://u:{SECRET}@127.0.0.1:9/mlflow")
+    with pytest.raises(TrackingUnavailable, match="postgresql://\\*\\*\\*@127.0.0.1:9") as err:
+        tracking.init_store(cfg, [0], ["default"], tmp_path / "m.json")
+    assert SECRET not in str(err.value)
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in __import__("os").environ
