@@ -4,8 +4,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-
-configfile: "configs/default.yaml"
+# No `configfile:` directive: Snakemake would merge configs/default.yaml UNDER a
+# --configfile, leaking the default study's values into every other study. common.smk
+# loads the default only when no study config was given.
 
 
 include: "workflow/rules/common.smk"

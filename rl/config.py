@@ -200,7 +200,8 @@ RESULT_SECTIONS = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     a = flatten({k: old[k] for k in RESULT_SECTIONS if k in old})
     b = flatten({k: new[k] for k in RESULT_SECTIONS if k in new})
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    # keys the old config lacks are new schema keys (a newer version), not a change
+    return sorted(k for k in a if a.get(k) != b.get(k))
 
 
 def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:

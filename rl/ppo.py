@@ -169,6 +169,12 @@ def train(
             "" if exact else " (mid-segment: in-flight episodes restart)",
         )
 
+        if on_batch is not None:
+            # rows a killed process may not have logged yet (trackers skip known points)
+            evals = {e["frames"]: e for e in state["eval"]}
+            for row in state["metrics"]:
+                on_batch(row, evals.get(row["frames"]))
+
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, state, actor, critic, optim, sched)
 

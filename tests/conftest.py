@@ -25,20 +25,29 @@ def mlflow_empty_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ci_workdir(tmp_path_factory) -> Path:
-    """A copy of the workflow (Snakefile, workflow/, configs/, rl/) to run it in."""
+def make_workdir(tmp_path_factory):
+    """A factory of fresh copies of the workflow (Snakefile, workflow/, configs/, rl/)."""
     import shutil
 
-    root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "configs", "rl"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(
-                src, root / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy2(src, root / name)
-    return root
+    def make(name: str = "wf") -> Path:
+        root = tmp_path_factory.mktemp(name)
+        for item in ("Snakefile", "workflow", "configs", "rl"):
+            src = REPO / item
+            if src.is_dir():
+                shutil.copytree(
+                    src, root / item, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy2(src, root / item)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ci_workdir(make_workdir) -> Path:
+    """A copy of the workflow to run the ci study in."""
+    return make_workdir("wf")
 
 
 @pytest.fixture(scope="session")

@@ -232,3 +232,13 @@ def test_bad_config_stops_before_any_job(workdir, tmp_path):
     assert proc.returncode != 0
     assert "'ppo.clip_epsilon'" in proc.stdout + proc.stderr
     assert not (workdir / "results" / "broken" / "default").exists()
+
+
+def test_jobs_read_exactly_the_given_study_config(ci_run):
+    """--configfile must not inherit the default study's values (Snakemake merges a
+    `configfile:` directive under it; our Snakefile has none for that reason)."""
+    from rl import config
+
+    workdir, _, _ = ci_run
+    resolved = yaml.safe_load((workdir / "results" / "ci" / "config.yaml").read_text())
+    assert resolved == config.load(workdir / "configs" / "ci.yaml")

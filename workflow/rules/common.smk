@@ -10,6 +10,17 @@ from rl import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast 
 from rl import layout  # noqa: E402
 
 
+DEFAULT_CONFIG = os.path.join(workflow.basedir, "configs", "default.yaml")
+if "study" not in config:  # no --configfile: the embedded default study (+ any --config)
+    import yaml
+    from snakemake.utils import update_config
+
+    with open(DEFAULT_CONFIG) as _f:
+        _default = yaml.safe_load(_f)
+    update_config(_default, config)
+    config.clear()
+    config.update(_default)
+
 # Our validator first: its one-paragraph message names the key and the fix. Snakemake's
 # own validation against the same schema then runs on the resolved config.
 try:

@@ -1,0 +1,215 @@
+"""Kill a real run with SIGKILL at a random moment after its first checkpoint, resume it
+the three ways users do, and check the result equals an uninterrupted run's: the metrics
+table (timing columns aside) and the final weights, bit for bit."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from rl.ppo import TIMING_COLUMNS
+
+pytestmark = pytest.mark.slow
+SEED_DIR = Path("results/resume/default/seed0")
+CKPT = SEED_DIR / "ppo" / "checkpoint.pt"
+
+
+def _config(workdir: Path) -> Path:
+    cfg = yaml.safe_load((workdir / "configs" / "ci.yaml").read_text())
+    cfg["study"] = "resume"
+    cfg["seeds"] = [0]
+    cfg["ppo"].update(
+        total_frames=12288,
+        frames_per_batch=512,
+        checkpoint_interval_frames=1024,
+        eval_interval_frames=4096,
+    )
+    cfg["evaluation"]["episodes"] = 2
+    path = workdir / "configs" / "resume.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(workdir: Path, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            *args,
+            "--configfile",  # last: it takes every word after it
+            "configs/resume.yaml",
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 900) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def _wait_for_checkpoint_then(workdir: Path, proc: subprocess.Popen) -> float:
+    """Return once the first checkpoint exists and a random extra moment has passed."""
+    deadline = time.monotonic() + 600
+    while not (workdir / CKPT).exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.05)
+    delay = random.uniform(0.0, 1.5)
+    time.sleep(delay)
+    return delay
+
+
+def _train_pids(workdir: Path) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-f", "rl train-ppo"], capture_output=True, text=True
+    ).stdout.split()
+    pids = []
+    for pid in map(int, out):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == workdir.resolve():
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def _result(workdir: Path):
+    table = pd.read_csv(workdir / SEED_DIR / "ppo" / "train_metrics.csv")
+    weights = torch.load(workdir / SEED_DIR / "ppo" / "policy.pt", weights_only=True)
+    return table.drop(columns=list(TIMING_COLUMNS)), weights
+
+
+def _assert_same(a, b) -> None:
+    pd.testing.assert_frame_equal(a[0], b[0])
+    for part in ("actor", "critic"):
+        for key, value in a[1][part].items():
+            assert torch.equal(value, b[1][part][key]), f"{part}.{key} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(make_workdir):
+    workdir = make_workdir("resume-ref")
+    _config(workdir)
+    _finish(_snakemake(workdir))
+    return _result(workdir)
+
+
+def test_whole_workflow_killed_then_rerun_incomplete(make_workdir, reference):
+    workdir = make_workdir("resume-1")
+    _config(workdir)
+    proc = _snakemake(workdir)
+    _wait_for_checkpoint_then(workdir, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in _train_pids(workdir):  # a job may outlive its killed scheduler
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--unlock",
+            "--cores",
+            "1",
+            "--configfile",
+            "configs/resume.yaml",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    _finish(_snakemake(workdir, "--rerun-incomplete"))
+    log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
+    assert "resuming from checkpoint" in log
+    _assert_same(_result(workdir), reference)
+    _assert_one_mlflow_run_without_duplicates(workdir)
+
+
+def test_training_process_killed_and_retried(make_workdir, reference):
+    workdir = make_workdir("resume-2")
+    _config(workdir)
+    proc = _snakemake(workdir, "--retries", "1")
+    _wait_for_checkpoint_then(workdir, proc)
+    pids = _train_pids(workdir)
+    assert pids, "no training process found to kill"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    out = _finish(proc)
+    assert "Trying to restart job" in out or "attempt" in out.lower()
+    log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
+    assert "resuming from checkpoint" in log
+    _assert_same(_result(workdir), reference)
+    _assert_one_mlflow_run_without_duplicates(workdir)
+
+
+def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
+    workdir = make_workdir("resume-3")
+    cfg_path = _config(workdir)
+    # the stats file and the MLflow store come from the workflow, as in a real study
+    _finish(_snakemake(workdir, str(SEED_DIR / "obs_norm" / "stats.json")))
+    line = [
+        sys.executable,
+        "-m",
+        "rl",
+        "train-ppo",
+        "--config",
+        str(cfg_path),
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--obs-stats",
+        str(SEED_DIR / "obs_norm" / "stats.json"),
+        "--out-dir",
+        str(SEED_DIR / "ppo"),
+    ]
+    proc = subprocess.Popen(
+        line,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_checkpoint_then(workdir, proc)
+    proc.kill()
+    proc.wait()
+    rerun = subprocess.run(line, cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "resuming from checkpoint" in rerun.stderr
+    _assert_same(_result(workdir), reference)
+
+
+def _assert_one_mlflow_run_without_duplicates(workdir: Path) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    marker = json.loads((workdir / "results/resume/mlflow/initialised.json").read_text())
+    client = MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs(
+        [marker["experiment_id"]],
+        filter_string="tags.`rl.stage` = 'train_ppo' AND tags.`rl.seed` = '0'",
+    )
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    history = client.get_metric_history(runs[0].info.run_id, "train_reward_mean")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) == 12288 // 512
