@@ -224,6 +224,17 @@ def _parent_key(variant: str | None, seed: int | None) -> str:
     return "study" if seed is None else f"{variant}/seed{seed}"
 
 
+def _create_parent(client, exp_id: str, study: str, variant: str | None, seed: int | None) -> str:
+    tags = {"rl.kind": "study", "rl.study": study}
+    name = f"{study}-all-seeds"
+    if seed is not None:
+        tags |= {"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)}
+        name = f"{variant}-seed{seed}"
+    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    client.set_terminated(run_id)
+    return run_id
+
+
 def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> dict:
     """Create (or find) the experiment, one parent run per (variant, seed) and the
     study-level parent of the aggregate stages. Idempotent. Single process only."""
@@ -240,13 +251,7 @@ def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> di
             if found:
                 run_id = found[0].info.run_id
             else:
-                tags = {"rl.kind": "study", "rl.study": cfg["study"]}
-                name = f"{cfg['study']}-all-seeds"
-                if seed is not None:
-                    tags |= {"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)}
-                    name = f"{variant}-seed{seed}"
-                run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-                client.set_terminated(run_id)
+                run_id = _create_parent(client, exp_id, cfg["study"], variant, seed)
             parents[_parent_key(variant, seed)] = run_id
     except TrackingUnavailable:
         raise
@@ -403,6 +408,24 @@ class StageRun:
 
     # -- open / close
 
+    def _add_parent(self, exp_id: str) -> str:
+        """The parent run of a seed added after mlflow-init (which does not rerun for new
+        seeds, so finished seeds stay finished). A lock file beside the study's results
+        serialises the jobs of one new seed that start together: one parent, not two."""
+        import fcntl
+
+        lock = layout.study_dir(self.cfg) / "mlflow" / "parents.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            found = self.client.search_runs(
+                [exp_id], filter_string=_parent_filter(self.variant, self.seed), max_results=1
+            )
+            if found:
+                return found[0].info.run_id
+            log.info("MLflow: adding the parent run of %s", _parent_key(self.variant, self.seed))
+            return _create_parent(self.client, exp_id, self.cfg["study"], self.variant, self.seed)
+
     def __enter__(self) -> StageRun:
         if not self.enabled:
             return self
@@ -448,15 +471,8 @@ class StageRun:
                 filter_string=_parent_filter(self.variant, self.seed),
                 max_results=1,
             )
-            if not parent:
-                raise _unavailable(
-                    uri,
-                    f"it lacks the parent run of {_parent_key(self.variant, self.seed)} "
-                    f"(created by mlflow-init)",
-                    "Rerun mlflow-init (delete its marker; it adds missing parents), or "
-                    "`python -m rl mlflow-sync --config <config>`.",
-                )
-            tags = self.identity | {"mlflow.parentRunId": parent[0].info.run_id}
+            parent_id = parent[0].info.run_id if parent else self._add_parent(exp.experiment_id)
+            tags = self.identity | {"mlflow.parentRunId": parent_id}
             previous = self.client.search_runs(
                 [exp.experiment_id],
                 filter_string=" AND ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()),

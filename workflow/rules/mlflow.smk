@@ -9,7 +9,8 @@ rule mlflow_init:
         os.path.join(OUT["logs"], "mlflow_init", "all.log"),
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash("study", "seeds")
+        # not the seeds: stage jobs add the parent run of a new seed themselves
+        settings=settings_hash("study")
         + rl_config.config_hash(
             {k: config["mlflow"][k] for k in ("enabled", "tracking_uri", "experiment")}
         ),
