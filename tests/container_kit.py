@@ -126,7 +126,8 @@ def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
     t_base = time.monotonic() - t0
     cmd = ["podman", "build", "-f", "containers/Dockerfile", "-t", tag]
     cmd += ["--build-arg", "TORCH_CHANNEL=local", "--build-arg", f"VERSION={version()}"]
-    cmd += ["--build-arg", f"VCS_REF={git_commit()}", "--build-arg", f"SOURCE={REPO}"]
+    commit = git_commit()
+    cmd += ["--build-arg", f"VCS_REF={commit}", "--build-arg", f"SOURCE={REPO}"]
     if CA_BUNDLE.is_file():  # TLS-intercepting proxy: pip inside the build needs its CA
         cmd += ["--secret", f"id=ca_bundle,src={CA_BUNDLE}"]
     ctx = _context(root)
@@ -139,7 +140,7 @@ def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
     if proc.returncode != 0:
         raise AssertionError(f"podman build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
     print(f"\nstand-in base {t_base:.1f} s, image build {t_build:.1f} s", file=sys.stderr)
-    _built[tag] = {"base_s": t_base, "build_s": t_build}
+    _built[tag] = {"base_s": t_base, "build_s": t_build, "commit": commit}
     return _built[tag]
 
 

@@ -2,7 +2,7 @@
 
 Debian's slurm-wlm and munge, no systemd, no accounting database: finished jobs are recorded
 by slurmctld's job-completion log (jobcomp/filetxt) and stay visible to squeue/scontrol for
-MinJobAge seconds. One fake GPU (gres with File=/dev/null) lets `--gpus=1` jobs schedule.
+MinJobAge seconds. Fake GPUs (gres on /dev/null-like device nodes) let `--gpus=1` jobs schedule.
 Needs root (SlurmUser=root) and a free /etc/slurm/slurm.conf: the SLURM jobstep plugin clears
 SLURM_CONF before its inner srun, so the default path must lead to this cluster's config; the
 link is removed on stop. Every wait has a timeout, so a hang fails instead of blocking.
@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -33,8 +34,16 @@ def _free_port() -> int:
 
 
 class OneNodeSlurm:
-    def __init__(self, root: Path, cpus: int = 8, mem_mb: int = 32000, start_timeout: float = 60):
+    def __init__(
+        self,
+        root: Path,
+        cpus: int = 8,
+        mem_mb: int = 32000,
+        gpus: int = 2,
+        start_timeout: float = 60,
+    ):
         self.root = Path(root)
+        self.gpus = gpus
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus
         self.mem_mb = mem_mb
@@ -83,12 +92,18 @@ class OneNodeSlurm:
             # A cluster-sized node on a small machine: trust the configured CPUs/memory.
             "SlurmdParameters=config_overrides",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
-            f"RealMemory={self.mem_mb} Gres=gpu:1 State=UNKNOWN",
+            f"RealMemory={self.mem_mb} Gres=gpu:{self.gpus} State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        # Fake GPUs: device nodes like /dev/null (slurmd drops a gres without File=).
+        for i in range(self.gpus):
+            node = self.root / "etc" / f"fakegpu{i}"
+            if not node.exists():
+                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        files = f"{self.root}/etc/fakegpu[0-{self.gpus - 1}]"
         (self.conf.parent / "gres.conf").write_text(
-            f"NodeName={self.host} Name=gpu File=/dev/null Count=1\n"
+            f"NodeName={self.host} Name=gpu File={files} Count={self.gpus}\n"
         )
 
     def env(self) -> dict[str, str]:

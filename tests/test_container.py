@@ -72,7 +72,7 @@ def test_image_metadata(image):
     info = image["info"]
     labels = info["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == kit.version()
-    assert labels["org.opencontainers.image.revision"] == kit.git_commit()
+    assert labels["org.opencontainers.image.revision"] == image["commit"]  # HEAD at build time
     assert labels["org.opencontainers.image.source"]
     assert labels["io.rl-pipeline.torch-channel"] == "local"
     assert info["Config"]["User"] == "1000:1000"  # not root
