@@ -78,7 +78,8 @@ def test_image_metadata(image):
     assert info["Config"]["User"] == "1000:1000"  # not root
     env = image["env"]
     assert env["MUJOCO_GL"] == "egl"
-    assert env["RL_CONTAINER_IMAGE"].startswith(f"rl-pipeline:{kit.version()} ")
+    want = f"rl-pipeline:{kit.version()} revision={image['commit']} torch=local"
+    assert env["RL_CONTAINER_IMAGE"] == want
     assert env["PATH"].startswith("/opt/venv/bin:")
 
 
