@@ -1,7 +1,8 @@
 """Pendulum benchmark: our train_pendulum beside the tutorial baseline, in one invocation.
 
     python benchmarks/pendulum_bench.py                 # 3 seeds, ours compiled, 1 thread
-    python benchmarks/pendulum_bench.py --seeds 0 1 2 3 4 --no-compile --threads 2
+    python benchmarks/pendulum_bench.py --seeds 0 1 2 3 4 --single-thread-baseline
+    python benchmarks/pendulum_bench.py --no-compile --threads 2   # ours in eager mode
 
 Both train with the tutorial's settings (batch 32, 100-step rollouts, 3x64 tanh MLP, Adam
 2e-3, cosine T_max 20000, gradient clipping at 1.0, 20000 // 32 = 625 iterations) in fresh
@@ -62,8 +63,10 @@ def _json_tail(proc: subprocess.CompletedProcess) -> dict:
     raise RuntimeError(f"no JSON result in output:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
-def _run(cmd: list[str], timeout: float) -> dict:
+def _run(cmd: list[str], timeout: float, threads: int | None = None) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:  # the baseline is run unchanged: its threads are set from outside
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
@@ -119,6 +122,18 @@ def bench(args) -> dict:
     for seed in args.seeds:
         base = _run([sys.executable, str(baseline), str(20_000), str(seed)], timeout=args.timeout)
         print(f"seed {seed} tutorial: {base['iters_per_second']:.2f} it/s", flush=True)
+        run = {"seed": seed, "tutorial": base}
+        if args.single_thread_baseline:
+            run["tutorial_1_thread"] = _run(
+                [sys.executable, str(baseline), str(20_000), str(seed)],
+                timeout=args.timeout,
+                threads=1,
+            )
+            print(
+                f"seed {seed} tutorial, 1 thread: "
+                f"{run['tutorial_1_thread']['iters_per_second']:.2f} it/s",
+                flush=True,
+            )
         ours = _run(
             [
                 sys.executable,
@@ -137,7 +152,7 @@ def bench(args) -> dict:
             f"{ours['first_iteration_s']:.1f}s)",
             flush=True,
         )
-        runs.append({"seed": seed, "tutorial": base, "ours": ours})
+        runs.append({**run, "ours": ours})
 
     def med(who: str, key: str) -> float:
         return statistics.median(r[who][key] for r in runs)
@@ -161,6 +176,12 @@ def bench(args) -> dict:
         "tutorial_final_step_reward_last10": mean("tutorial", "mean_last_reward_last10"),
         "ours_final_step_reward_last10": mean("ours", "mean_last_reward_last10"),
     }
+    if args.single_thread_baseline:
+        summary["tutorial_1_thread_iters_per_second"] = med("tutorial_1_thread", "iters_per_second")
+        summary["speedup_after_first_vs_1_thread_tutorial"] = statistics.median(
+            r["ours"]["iters_per_second_after_first"] / r["tutorial_1_thread"]["iters_per_second"]
+            for r in runs
+        )
     summary["meets_target"] = (
         summary["speedup_after_first"] >= TARGET_SPEEDUP
         and summary["ours_final_step_reward_last10"] >= TARGET_REWARD
@@ -198,6 +219,12 @@ def report(result: dict) -> str:
         f"target >= {TARGET_SPEEDUP:.0f}x at reward >= {TARGET_REWARD}: "
         f"{'met' if s['meets_target'] else 'NOT met'}"
     )
+    if "tutorial_1_thread_iters_per_second" in s:
+        lines.append(
+            f"tutorial run with OMP_NUM_THREADS=1 (ours uses 1 thread): "
+            f"{s['tutorial_1_thread_iters_per_second']:.2f} it/s, speed-up against it "
+            f"{s['speedup_after_first_vs_1_thread_tutorial']:.1f}x"
+        )
     for r in result["runs"]:
         t, o = r["tutorial"], r["ours"]
         lines.append(
@@ -225,6 +252,11 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for ours")
     parser.add_argument("--baseline", help="tutorial_pendulum.py or its folder")
+    parser.add_argument(
+        "--single-thread-baseline",
+        action="store_true",
+        help="also run the tutorial with OMP_NUM_THREADS=1, as ours runs",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     args = parser.parse_args()
