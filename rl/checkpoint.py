@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 import torch
 
-from rl.files import write_with
+from rl.files import write_bytes
 
 log = logging.getLogger("rl")
 
 
 def save(path: str | Path, payload: dict) -> Path:
-    return write_with(path, lambda tmp: torch.save(payload, tmp))
+    # Serialise in memory, then write the bytes: torch's own file writer turns a full disk
+    # into an opaque RuntimeError, a plain write raises OSError(ENOSPC) that names it.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes(path, buffer.getbuffer())
+
+
+def _first_sentence(exc: Exception) -> str:
+    """torch's unpickling errors run to pages; the first sentence names the cause."""
+    text = " ".join(str(exc).split())
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def load(path: str | Path, what: str) -> dict:
@@ -27,9 +38,9 @@ def load(path: str | Path, what: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
-            f"Cannot load {what} '{path}': {type(exc).__name__}: {str(exc)[:300]}. The file is "
-            f"corrupt, truncated or not a plain weights file (only tensors and plain containers "
-            f"are accepted). Delete it and rerun the rule that makes it."
+            f"Cannot load {what} '{path}': {type(exc).__name__}: {_first_sentence(exc)}. The "
+            f"file is corrupt, truncated or not a plain weights file (only tensors and plain "
+            f"containers are accepted). Delete it and rerun the rule that makes it."
         ) from None
 
 

@@ -26,6 +26,8 @@ def _common(p: argparse.ArgumentParser, seed: bool = False) -> None:
 
 def _setup(args) -> dict:
     cfg = config_mod.load(args.config)
+    # By hand as by the workflow: never write into a study made by a different config.
+    config_mod.check_same_study(cfg, layout.outputs(cfg)["config"])
     if getattr(args, "seed", None) is not None and args.seed not in cfg["seeds"]:
         raise config_mod.ConfigError(
             f"--seed {args.seed} is not among the config's seeds {cfg['seeds']} "

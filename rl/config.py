@@ -78,11 +78,30 @@ def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
     return resolved
 
 
+# Names other libraries use for our keys (difflib does not find these).
+ALIASES = {
+    "learning_rate": "lr",
+    "lambda": "lmbda",
+    "gae_lambda": "lmbda",
+    "clip_range": "clip_epsilon",
+    "clip_coef": "clip_epsilon",
+    "n_envs": "num_envs",
+    "batch_size": "frames_per_batch",
+    "n_epochs": "num_epochs",
+    "update_epochs": "num_epochs",
+    "ent_coef": "entropy_coef",
+    "vf_coef": "critic_coef",
+    "seed": "seeds",
+}
+
+
 def _hint(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         names = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(names)) if isinstance(err.instance, dict) else []
         close = difflib.get_close_matches(extra[0], names, n=1) if extra else []
+        if extra and not close and ALIASES.get(extra[0]) in names:
+            close = [ALIASES[extra[0]]]
         maybe = f"Did you mean '{close[0]}'? " if close else ""
         return f"{maybe}Remove or rename it; allowed here: {', '.join(names)}."
     if err.validator == "required":
@@ -128,6 +147,18 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"{ppo['frames_per_batch']}",
             "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
+    env_id = env["id"]
+    import gymnasium  # registers the ids; light (no torch)
+
+    if env_id not in gymnasium.registry:
+        name = env_id.split("-")[0]
+        close = sorted(k for k in gymnasium.registry if k.split("-")[0] == name)
+        fail(
+            "env.id",
+            f"'{env_id}' is not a registered gymnasium environment id (ids of that name: "
+            f"{', '.join(close) or 'none'})",
+            "Use a registered id, e.g. InvertedDoublePendulum-v5.",
+        )
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
         from rl.tracking import has_credentials  # imports neither torch nor mlflow
@@ -165,6 +196,15 @@ def load(path: str | Path) -> dict:
             f"Config file '{path}' must hold a mapping of keys, not {type(raw).__name__}."
         )
     return validate(raw, source=str(path))
+
+
+def write_resolved(path: str | Path, text: str) -> None:
+    """Write the resolved config only when it changed (an unchanged study stays a no-op)."""
+    from rl.files import write_text
+
+    path = Path(path)
+    if not path.is_file() or path.read_text() != text:
+        write_text(path, text)
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:

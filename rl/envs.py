@@ -17,16 +17,6 @@ from torchrl.envs import (
 from torchrl.envs.libs.gym import GymWrapper
 
 
-def check_env_id(env_id: str) -> None:
-    if env_id not in gymnasium.registry:
-        close = [k for k in gymnasium.registry if k.split("-")[0] == env_id.split("-")[0]]
-        raise ValueError(
-            f"Unknown gymnasium environment id '{env_id}' (config key env.id). "
-            f"Registered ids of that name: {close or 'none'}. Use one of them, e.g. "
-            f"InvertedDoublePendulum-v5."
-        )
-
-
 def make_env(
     env_cfg: dict,
     seed: int,
@@ -41,7 +31,6 @@ def make_env(
     Returns the env and its ObservationNorm (None without stats); keep that reference:
     TorchRL inserts its own vector-env transform first, so indexing would be fragile.
     """
-    check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     venv = gymnasium.make_vec(
         env_cfg["id"],

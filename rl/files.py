@@ -42,6 +42,10 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_with(path, lambda tmp: tmp.write_text(text))
 
 
+def write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    return write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -65,11 +65,15 @@ try:
 except rl_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 _resolved = rl_config.dump(config)
-if not os.path.exists(RESOLVED_CONFIG) or open(RESOLVED_CONFIG).read() != _resolved:
-    os.makedirs(os.path.dirname(RESOLVED_CONFIG), exist_ok=True)
-    with open(RESOLVED_CONFIG + ".tmp", "w") as _f:
-        _f.write(_resolved)
-    os.replace(RESOLVED_CONFIG + ".tmp", RESOLVED_CONFIG)
+try:
+    rl_config.write_resolved(RESOLVED_CONFIG, _resolved)
+except OSError as exc:
+    raise WorkflowError(
+        f"Cannot write the study's resolved config {RESOLVED_CONFIG} ({exc.strerror}: "
+        f"'{exc.filename}'). The results folder (config key results_dir="
+        f"'{config['results_dir']}') must be a writable directory: fix its permissions, "
+        f"free space, or point results_dir at a folder you own."
+    ) from None
 
 
 def per_seed(key):
