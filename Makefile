@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 # Rules call `python -m rl ...`: put the venv first so jobs use its interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint ui clean-ci
+.PHONY: install run test lint ui clean-ci bench bench-quick
 
 # The training image (README: "Run in a container"). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
@@ -35,6 +35,14 @@ run: install  ## the default study (configs/default.yaml) on the CPU, local sqli
 
 test: install  ## every test, the integration and slow ones included
 	$(BIN)/python -m pytest
+
+# Benchmarks (not tests): ours beside ../shared/baselines (BASELINES=...), same run, medians.
+BASELINES ?= $(abspath ../shared/baselines)
+bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum speed; latest.json
+	$(BIN)/python benchmarks/ppo_bench.py quick --frames 10000 --baseline $(BASELINES)
+
+bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds, 10-episode final checks, figure
+	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --baseline $(BASELINES)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
