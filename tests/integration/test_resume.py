@@ -213,3 +213,69 @@ def _assert_one_mlflow_run_without_duplicates(workdir: Path) -> None:
     history = client.get_metric_history(runs[0].info.run_id, "train_reward_mean")
     steps = [m.step for m in history]
     assert len(steps) == len(set(steps)) == 12288 // 512
+
+
+def _pendulum_line(cfg_path: Path, out_dir: str) -> list[str]:
+    return [sys.executable, "-m", "rl", "train-pendulum", "--config", str(cfg_path),
+            "--seed", "0", "--threads", "1", "--out-dir", out_dir]  # fmt: skip
+
+
+def _pendulum_result(workdir: Path, out_dir: str):
+    table = pd.read_csv(workdir / out_dir / "train_metrics.csv")
+    weights = torch.load(workdir / out_dir / "policy.pt", weights_only=True)
+    return table.drop(columns=["iters_per_s", "wall_s"]), weights
+
+
+def test_pendulum_killed_and_rerun_by_hand(make_workdir):
+    """train-pendulum SIGKILLed at a random moment after its first checkpoint: the rerun
+    of the same line ends with the uninterrupted run's table (timing aside) and weights."""
+    workdir = make_workdir("resume-pendulum")
+    cfg_path = _config(workdir)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["pendulum"].update(iterations=200, checkpoint_interval_iterations=10)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    reference = "results/resume/default/seed0/pendulum-reference"
+    out = "results/resume/default/seed0/pendulum"
+    done = subprocess.run(
+        _pendulum_line(cfg_path, reference), cwd=workdir, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    proc = subprocess.Popen(
+        _pendulum_line(cfg_path, out),
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while not (workdir / out / "checkpoint.pt").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.5))
+    assert proc.poll() is None, "the run finished before it could be killed: lengthen it"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / out / "policy.pt").exists()
+    rerun = subprocess.run(
+        _pendulum_line(cfg_path, out), cwd=workdir, capture_output=True, text=True, timeout=900
+    )
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "resuming from checkpoint" in rerun.stderr, rerun.stderr[-3000:]
+    a, b = _pendulum_result(workdir, out), _pendulum_result(workdir, reference)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    _assert_same_tensors(a[1], b[1])
+
+
+PENDULUM_TIMING_KEYS = {"train_wall_s"}  # named timing fields of the weights file
+
+
+def _assert_same_tensors(a, b, where: str = "policy") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in set(a) - PENDULUM_TIMING_KEYS:
+            _assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    else:
+        assert a == b, where
