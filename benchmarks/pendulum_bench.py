@@ -24,13 +24,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import REPO, baseline_path, run_json
+
 TUTORIAL = {
     "iterations": 20_000 // 32,
     "batch_size": 32,
@@ -43,34 +43,6 @@ TUTORIAL = {
     "max_grad_norm": 1.0,
 }
 TARGET_SPEEDUP, TARGET_REWARD = 10.0, -0.05
-
-
-def _baseline_path(arg: str | None) -> Path:
-    path = Path(arg or os.environ.get("RL_BASELINES", REPO.parent / "shared" / "baselines"))
-    path = path / "tutorial_pendulum.py" if path.is_dir() else path
-    if not path.is_file():
-        sys.exit(
-            f"The tutorial baseline was not found at {path}. Pass --baseline PATH (the file "
-            f"tutorial_pendulum.py or its folder) or set RL_BASELINES."
-        )
-    return path
-
-
-def _json_tail(proc: subprocess.CompletedProcess) -> dict:
-    for line in reversed(proc.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON result in output:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
-def _run(cmd: list[str], timeout: float, threads: int | None = None) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if threads:  # the baseline is run unchanged: its threads are set from outside
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
-    return _json_tail(proc)
 
 
 def worker(seed: int, compile: bool, threads: int | None) -> dict:
@@ -117,14 +89,16 @@ def worker(seed: int, compile: bool, threads: int | None) -> dict:
 
 
 def bench(args) -> dict:
-    baseline = _baseline_path(args.baseline)
+    baseline = baseline_path(args.baseline, "tutorial_pendulum.py")
     runs = []
     for seed in args.seeds:
-        base = _run([sys.executable, str(baseline), str(20_000), str(seed)], timeout=args.timeout)
+        base = run_json(
+            [sys.executable, str(baseline), str(20_000), str(seed)], timeout=args.timeout
+        )
         print(f"seed {seed} tutorial: {base['iters_per_second']:.2f} it/s", flush=True)
         run = {"seed": seed, "tutorial": base}
         if args.single_thread_baseline:
-            run["tutorial_1_thread"] = _run(
+            run["tutorial_1_thread"] = run_json(
                 [sys.executable, str(baseline), str(20_000), str(seed)],
                 timeout=args.timeout,
                 threads=1,
@@ -134,7 +108,7 @@ def bench(args) -> dict:
                 f"{run['tutorial_1_thread']['iters_per_second']:.2f} it/s",
                 flush=True,
             )
-        ours = _run(
+        ours = run_json(
             [
                 sys.executable,
                 __file__,

@@ -27,35 +27,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import REPO, baseline_path, run_json
+
 HISTORY = REPO / "benchmarks" / "history"
 SOLVED = 9100.0
-
-
-def _baseline_path(arg: str | None) -> Path:
-    path = Path(arg or os.environ.get("RL_BASELINES", REPO.parent / "shared" / "baselines"))
-    path = path / "tutorial_ppo.py" if path.is_dir() else path
-    if not path.is_file():
-        sys.exit(
-            f"The tutorial baseline was not found at {path}. Pass --baseline PATH (the file "
-            f"tutorial_ppo.py or its folder) or set RL_BASELINES."
-        )
-    return path
-
-
-def _json_tail(proc: subprocess.CompletedProcess) -> dict:
-    for line in reversed(proc.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no JSON result in output:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-
-
-def _run(cmd: list[str], timeout: float) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
-    return _json_tail(proc)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -166,7 +141,7 @@ def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) ->
             ("tutorial", [sys.executable, str(baseline), str(frames), env_id, str(rep)]),
         ]
         for who, cmd in pair if rep % 2 == 0 else reversed(pair):
-            res = _run(cmd, timeout=3600)
+            res = run_json(cmd, timeout=3600)
             rows.append(
                 {
                     "who": who,
@@ -195,7 +170,7 @@ def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) ->
 def time_to_solve(config: str, seeds: int, baseline: Path, env_id: str) -> dict:
     runs = []
     for seed in range(seeds):
-        res = _run(
+        res = run_json(
             [
                 sys.executable,
                 __file__,
@@ -218,9 +193,9 @@ def time_to_solve(config: str, seeds: int, baseline: Path, env_id: str) -> dict:
     solve_times = [r["time_to_solve_s"] for r in runs]
     budget = statistics.median(r["train_seconds"] for r in runs)
     # the tutorial gets the same wall-clock budget: frames it can do in that time
-    probe = _run([sys.executable, str(baseline), "10000", env_id, "0"], timeout=3600)
+    probe = run_json([sys.executable, str(baseline), "10000", env_id, "0"], timeout=3600)
     tut_frames = max(10000, int(budget * probe["frames_per_second"]) // 1000 * 1000)
-    tutorial = _run([sys.executable, str(baseline), str(tut_frames), env_id, "0"], timeout=7200)
+    tutorial = run_json([sys.executable, str(baseline), str(tut_frames), env_id, "0"], timeout=7200)
     return {
         "config": config,
         "seeds": seeds,
@@ -349,7 +324,7 @@ def main() -> None:
     if args.mode == "worker":
         return worker(args.config, args.seed, args.frames, args.threads, args.final_eval, args.set)
 
-    baseline = _baseline_path(args.baseline)
+    baseline = baseline_path(args.baseline, "tutorial_ppo.py")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"machine": _machine(), "mode": args.mode, "env_id": args.env_id}

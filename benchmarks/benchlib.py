@@ -1,0 +1,43 @@
+"""What both benchmark scripts need: find a baseline, run a process, read its JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def baseline_path(arg: str | None, filename: str) -> Path:
+    """`arg` (the file or its folder), else $RL_BASELINES, else ../shared/baselines."""
+    path = Path(arg or os.environ.get("RL_BASELINES", REPO.parent / "shared" / "baselines"))
+    path = path / filename if path.is_dir() else path
+    if not path.is_file():
+        sys.exit(
+            f"The tutorial baseline was not found at {path}. Pass --baseline PATH (the file "
+            f"{filename} or its folder) or set RL_BASELINES."
+        )
+    return path
+
+
+def json_tail(proc: subprocess.CompletedProcess) -> dict:
+    """The last line of stdout that is a JSON object."""
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON result in output:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+def run_json(cmd: list[str], timeout: float, threads: int | None = None) -> dict:
+    """Run `cmd` in the repository; its JSON result. `threads` caps OMP/MKL from outside
+    (the baselines are run unchanged)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    return json_tail(proc)
