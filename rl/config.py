@@ -75,7 +75,105 @@ def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
             f"(workflow/schemas/config.schema.yaml)."
         )
     check_semantics(resolved, source)
+    if "variants" in resolved:
+        check_variants(resolved, source)
     return resolved
+
+
+# Sections a variant may override: the ones that decide the per-seed numbers. Study, seeds,
+# results folder, tracking, aggregation and plotting are the study's, shared by its variants.
+OVERRIDABLE = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
+
+
+def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_variants(cfg: dict, source: str = "the config") -> None:
+    """Unique names, overrides only of OVERRIDABLE sections, each resolved variant valid,
+    and a comparison pair that names two PPO variants."""
+    names = [v["name"] for v in cfg["variants"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"Invalid config key 'variants' in {source}: the variant name(s) {dupes} appear "
+            f"more than once. Each variant needs its own name (it names its results folder)."
+        )
+    for variant in cfg["variants"]:
+        bad = sorted(set(variant["overrides"]) - set(OVERRIDABLE))
+        if bad:
+            raise ConfigError(
+                f"Invalid config key 'variants[{variant['name']}].overrides.{bad[0]}' in "
+                f"{source}: a variant may override only {', '.join(OVERRIDABLE)}; "
+                f"'{bad[0]}' belongs to the whole study (all variants share the study name, "
+                f"seeds, results folder, tracking, aggregation and plot settings). Move it to "
+                f"the top level of the config, or make a separate study."
+            )
+        variant_config(cfg, variant["name"], source)
+    pair = cfg["aggregate"]["compare"]
+    if pair is not None:
+        ppo_names = variant_names(cfg, "ppo")
+        unknown = [n for n in pair if n not in ppo_names]
+        if unknown or pair[0] == pair[1]:
+            why = (
+                f"'{unknown[0]}' is not one of its PPO variants {ppo_names}"
+                if unknown
+                else "it compares a variant with itself"
+            )
+            raise ConfigError(
+                f"Invalid config key 'aggregate.compare' in {source}: {why}. Name two "
+                f"different variants whose studies include ppo, or null for the first two."
+            )
+
+
+def variant_names(cfg: Mapping[str, Any], study: str | None = None) -> list[str]:
+    """The study's variants in config order (`default` when it declares none); with
+    `study` ('ppo' or 'pendulum'), only the variants that run it."""
+    from rl.layout import DEFAULT_VARIANT
+
+    if not cfg.get("variants"):
+        return [DEFAULT_VARIANT]
+    return [
+        v["name"]
+        for v in cfg["variants"]
+        if study is None or study in v.get("studies", ["ppo", "pendulum"])
+    ]
+
+
+def variant_config(cfg: Mapping[str, Any], name: str, source: str = "the config") -> dict:
+    """The resolved config of one variant: the base config with the variant's overrides
+    applied and validated, without the `variants` list. A study without variants has one,
+    `default`, whose config is the study's own (so its hashes stay as they were)."""
+    from rl.layout import DEFAULT_VARIANT
+
+    if not cfg.get("variants"):
+        if name != DEFAULT_VARIANT:
+            raise ConfigError(
+                f"Variant '{name}' is not in {source}: it declares no variants, so its only "
+                f"variant is '{DEFAULT_VARIANT}'. Add a 'variants:' list or drop --variant."
+            )
+        return copy.deepcopy(dict(cfg))
+    found = [v for v in cfg["variants"] if v["name"] == name]
+    if not found:
+        raise ConfigError(
+            f"Variant '{name}' is not in {source}; its variants are "
+            f"{variant_names(cfg)}. Pick one of those or add it under 'variants:'."
+        )
+    base = {k: v for k, v in cfg.items() if k != "variants"}
+    merged = _merge(base, found[0]["overrides"])
+    try:
+        return validate(merged, source=f"variant '{name}' of {source}")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} (The key is resolved from the base config and the overrides of "
+            f"variant '{name}'.)"
+        ) from None
 
 
 # Names other libraries use for our keys (difflib does not find these).
@@ -238,10 +336,26 @@ RESULT_SECTIONS = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    a = flatten({k: old[k] for k in RESULT_SECTIONS if k in old})
-    b = flatten({k: new[k] for k in RESULT_SECTIONS if k in new})
-    # keys the old config lacks are new schema keys (a newer version), not a change
-    return sorted(k for k in a if a.get(k) != b.get(k))
+    """Result-deciding keys whose values differ, per variant present in both configs
+    (prefixed '<variant>:' when the study has variants). A variant only one of them has is
+    new (or dropped), not a change: adding one to a finished study reruns only it."""
+    olds = {n: _result_sections(old, n) for n in variant_names(old)}
+    news = {n: _result_sections(new, n) for n in variant_names(new)}
+    named = bool(old.get("variants") or new.get("variants"))
+    out = []
+    for name in [n for n in olds if n in news]:
+        a, b = flatten(olds[name]), flatten(news[name])
+        # keys the old config lacks are new schema keys (a newer version), not a change
+        out += [f"{name}:{k}" if named else k for k in sorted(a) if a.get(k) != b.get(k)]
+    return out
+
+
+def _result_sections(cfg: Mapping[str, Any], variant: str) -> dict:
+    if cfg.get("variants"):
+        # the old resolved config was validated when written; merge without revalidating
+        found = [v for v in cfg["variants"] if v["name"] == variant][0]
+        cfg = _merge({k: v for k, v in cfg.items() if k != "variants"}, found["overrides"])
+    return {k: cfg[k] for k in RESULT_SECTIONS if k in cfg}
 
 
 def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:
@@ -259,5 +373,6 @@ def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:
             f"(keys that differ: {shown}; the old resolved config is {existing_path}). "
             f"Mixing them in one results folder would make its numbers untraceable. Give "
             f"this config a new 'study' name, or move/delete {existing_path.parent} to "
-            f"start the study over. Adding seeds or changing plot/aggregate settings is fine."
+            f"start the study over. Adding seeds or variants, or changing plot/aggregate "
+            f"settings, is fine."
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rl import layout
-from rl.config import config_hash
+from rl.config import config_hash, variant_config, variant_names
 from rl.files import read_json
 from rl.tracking import StageRun, open_store, redact, tracking_uri
 
@@ -140,10 +140,15 @@ def sync_study(cfg: dict, uri: str | None = None, config_path: str | Path | None
     variants = sorted({v for v, _ in keys} | {layout.DEFAULT_VARIANT})
     seeds = sorted({s for _, s in keys} | set(cfg["seeds"]))
     info = open_store(cfg, uri, seeds, variants)
-    want = config_hash(cfg)
     counts = {"created": 0, "completed": 0, "already_there": 0, "other_config": 0}
+    known = variant_names(cfg)
     for folder, prov in records:
         stage = prov["stage"]
+        # a per-seed record was made with its variant's resolved config, the rest with the study's
+        per_seed = prov.get("seed") is not None
+        name = prov.get("variant") or layout.DEFAULT_VARIANT
+        run_cfg = variant_config(cfg, name) if per_seed and name in known else cfg
+        want = config_hash(run_cfg)
         if prov.get("config_hash") != want:
             log.warning(
                 "sync: skipping %s: made with config hash %s, not %s (the given config). "
@@ -158,7 +163,7 @@ def sync_study(cfg: dict, uri: str | None = None, config_path: str | Path | None
             log.warning("sync: no metric reader for stage '%s' (%s): artifacts only", stage, folder)
         seed, variant = prov.get("seed"), prov.get("variant") or layout.DEFAULT_VARIANT
         run = StageRun(
-            cfg, info, stage, prov, seed, variant, config_path=config_path, uri=uri, sync=True
+            run_cfg, info, stage, prov, seed, variant, config_path=config_path, uri=uri, sync=True
         )
         with run:
             if run.existing:
@@ -169,7 +174,7 @@ def sync_study(cfg: dict, uri: str | None = None, config_path: str | Path | None
                 run.log_metrics(row, step)
             run.log_artifacts(stage_artifacts(stage, folder))
             if stage == "train_ppo" and (folder / "policy.pt").is_file():
-                _log_synced_policy(run, cfg, folder, variant, seed)
+                _log_synced_policy(run, run_cfg, folder, variant, seed)
             counts["completed" if run.reopened else "created"] += 1
     log.info(
         "sync of study '%s' to %s: %d runs created, %d completed, %d already there, "

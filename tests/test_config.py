@@ -10,7 +10,7 @@ from rl import config
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["default", "ci", "paper", "tutorial"])
+@pytest.mark.parametrize("name", ["default", "ci", "ci-variants", "paper", "tutorial"])
 def test_shipped_configs_are_valid(name):
     cfg = config.load(REPO / "configs" / f"{name}.yaml")
     assert cfg["study"] == name
@@ -126,3 +126,104 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path, ci_config):
     assert proc.returncode == 2
     assert "'ppo.lr'" in proc.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def _with_variants(ci_config, *variants):
+    return {**ci_config, "variants": list(variants)}
+
+
+def test_variant_config_applies_overrides_and_fills_defaults(ci_config):
+    raw = _with_variants(
+        ci_config,
+        {"name": "a"},
+        {"name": "b", "overrides": {"ppo": {"lr": 0.001}, "env": {"num_envs": 1}}},
+    )
+    cfg = config.validate(raw)
+    a, b = config.variant_config(cfg, "a"), config.variant_config(cfg, "b")
+    assert "variants" not in a and "variants" not in b
+    assert a["ppo"]["lr"] == 0.0003 and b["ppo"]["lr"] == 0.001
+    assert b["env"]["num_envs"] == 1 and b["ppo"]["num_epochs"] == ci_config["ppo"]["num_epochs"]
+    assert config.config_hash(a) != config.config_hash(b)
+    assert config.variant_names(cfg) == ["a", "b"]
+    assert config.variant_names(cfg, "pendulum") == ["a", "b"]
+
+
+def test_a_study_without_variants_is_its_own_default_variant(ci_config):
+    cfg = config.validate(ci_config)
+    assert "variants" not in cfg  # no default: the resolved config is unchanged
+    assert config.variant_names(cfg) == ["default"]
+    assert config.variant_config(cfg, "default") == cfg
+    with pytest.raises(config.ConfigError, match="declares no variants"):
+        config.variant_config(cfg, "tuned")
+
+
+@pytest.mark.parametrize(
+    "variant, named",
+    [
+        ({"name": "x", "overrides": {"seeds": [5]}}, "variants[x].overrides.seeds"),
+        ({"name": "x", "overrides": {"study": "other"}}, "variants[x].overrides.study"),
+        ({"name": "x", "overrides": {"ppo": {"lr": -1}}}, "variant 'x'"),
+        ({"name": "x", "overrides": {"ppo": {"lrr": 1}}}, "'ppo.lrr'"),
+        ({"name": "x", "overrides": {"env": {"num_envs": 3}}}, "ppo.frames_per_batch"),
+        ({"name": "bad name"}, "'variants.0.name'"),
+        ({"name": "x", "studies": ["dqn"]}, "'variants.0.studies.0'"),
+    ],
+)
+def test_bad_variant_is_named(ci_config, variant, named):
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(_with_variants(ci_config, variant))
+    assert named in str(err.value)
+
+
+def test_duplicate_variants_and_a_bad_comparison_pair_are_refused(ci_config):
+    with pytest.raises(config.ConfigError, match=r"\['a'\] appear more than once"):
+        config.validate(_with_variants(ci_config, {"name": "a"}, {"name": "a"}))
+    raw = _with_variants(ci_config, {"name": "a"}, {"name": "b", "studies": ["pendulum"]})
+    raw["aggregate"] = {"compare": ["a", "b"]}
+    with pytest.raises(config.ConfigError, match="'aggregate.compare'.*'b' is not one of"):
+        config.validate(raw)
+
+
+def test_results_folder_guard_works_per_variant(tmp_path, ci_config):
+    old = config.validate(_with_variants(ci_config, {"name": "a"}))
+    path = tmp_path / "config.yaml"
+    path.write_text(config.dump(old))
+    # a new variant, a new seed: nothing made before changes
+    grown = config.validate(
+        {
+            **_with_variants(
+                ci_config, {"name": "a"}, {"name": "b", "overrides": {"ppo": {"lr": 1.0}}}
+            ),
+            "seeds": [0, 1, 2],
+        }
+    )
+    config.check_same_study(grown, path)
+    # a changed variant would mix two configurations in its folder
+    changed = config.validate(
+        _with_variants(ci_config, {"name": "a", "overrides": {"ppo": {"lr": 1.0}}})
+    )
+    with pytest.raises(config.ConfigError, match=r"a:ppo\.lr"):
+        config.check_same_study(changed, path)
+    # a study without variants that gains some keeps its `default` folder apart
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(config.dump(config.validate(ci_config)))
+    config.check_same_study(changed, plain)
+
+
+def test_ci_variants_and_paper_declare_two_ppo_variants():
+    ci = config.load(REPO / "configs" / "ci-variants.yaml")
+    assert config.variant_names(ci, "ppo") == ["tuned", "tutorial"]
+    assert config.variant_names(ci, "pendulum") == ["tuned"]
+    paper = config.load(REPO / "configs" / "paper.yaml")
+    assert set(config.variant_names(paper, "ppo")) == {"tuned", "tutorial"}
+    tutorial = config.variant_config(paper, "tutorial")
+    # the tutorial's hyper-parameters (reference/ppo_inverted_double_pendulum_tutorial.txt)
+    assert tutorial["env"]["num_envs"] == 1
+    p = tutorial["ppo"]
+    assert (p["frames_per_batch"], p["num_epochs"], p["minibatch_size"]) == (1000, 10, 64)
+    assert (p["lr"], p["gamma"], p["lmbda"], p["clip_epsilon"]) == (3e-4, 0.99, 0.95, 0.2)
+    assert p["total_frames"] >= 1_000_000
+    assert config.variant_config(paper, "tuned")["ppo"]["total_frames"] >= 1_000_000

@@ -31,7 +31,10 @@ validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 OUT = layout.outputs(config)
 SEEDS = config["seeds"]
-VARIANTS = [layout.DEFAULT_VARIANT]
+# variant x seed fan-out; a study without `variants:` has the one variant `default`
+VARIANTS = rl_config.variant_names(config)
+VARIANTS_OF = {s: rl_config.variant_names(config, s) for s in ("ppo", "pendulum")}
+VARIANT_CONFIGS = {v: rl_config.variant_config(config, v) for v in VARIANTS}
 STUDY_DIR = str(layout.study_dir(config))
 RESOLVED_CONFIG = OUT["config"]
 MLFLOW_MARKER = OUT["mlflow_marker"] if config["mlflow"]["enabled"] else []
@@ -77,7 +80,9 @@ except OSError as exc:
 
 
 def per_seed(key):
-    return expand(OUT[key], variant=VARIANTS, seed=SEEDS)
+    """Every (variant, seed) file of `key`, over the variants that run its study."""
+    study = "pendulum" if key.startswith("pendulum") else "ppo"
+    return expand(OUT[key], variant=VARIANTS_OF[study], seed=SEEDS)
 
 
 def log_path(rule_name, per_seed_rule=True):
@@ -86,19 +91,24 @@ def log_path(rule_name, per_seed_rule=True):
 
 
 def all_targets():
-    return [
-        OUT["fig_png"],
-        OUT["fig_pdf"],
-        OUT["agg_summary"],
-        OUT["fig_pendulum_png"],
-        OUT["fig_pendulum_pdf"],
-        OUT["agg_pendulum_summary"],
-    ]
+    ppo = ["fig_png", "fig_pdf", "fig_stats_png", "fig_stats_pdf", "agg_summary"]
+    pendulum = ["fig_pendulum_png", "fig_pendulum_pdf", "agg_pendulum_summary"]
+    keys = (ppo if VARIANTS_OF["ppo"] else []) + (pendulum if VARIANTS_OF["pendulum"] else [])
+    return [OUT[k] for k in keys]
 
 
 def settings_hash(*sections):
-    """Rerun trigger: the hash of the config sections a rule's outputs depend on."""
-    return rl_config.config_hash({s: config[s] for s in sections})
+    """Rerun trigger: the hash of the config sections a rule's outputs depend on. For the
+    sections a variant may override, a function of the job's {variant} wildcard (study-level
+    rules get the base config's), so changing one variant reruns only its jobs."""
+    if not set(sections) & set(rl_config.OVERRIDABLE):
+        return rl_config.config_hash({s: config[s] for s in sections})
+
+    def settings(wildcards):
+        cfg = VARIANT_CONFIGS[wildcards.variant] if "variant" in wildcards.keys() else config
+        return rl_config.config_hash({s: cfg[s] for s in sections})
+
+    return settings
 
 
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
