@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 # Rules call `python -m rl ...`: put the venv first so jobs use its interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint ui clean-ci bench bench-quick
+.PHONY: install run test lint ui clean-ci bench bench-quick figures reference
 
 # The training image (README: "Run in a container"). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
@@ -47,6 +47,16 @@ bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds, 10-episode fin
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint --configfile configs/ci.yaml
+
+# The committed reference result the README's figures come from (tidy per-seed tables).
+REFERENCE ?= reference/ci-variants
+STUDY ?= ci-variants
+
+figures: install  ## rebuild the statistics and figures from $(REFERENCE)'s tables (no training)
+	$(BIN)/python -m rl figures --from $(REFERENCE)
+
+reference: install  ## copy results/$(STUDY)'s tables, figures and provenance to reference/$(STUDY)
+	$(BIN)/python -m rl export-reference --config results/$(STUDY)/config.yaml --to reference/$(STUDY)
 
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)

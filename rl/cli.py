@@ -25,9 +25,12 @@ def _common(p: argparse.ArgumentParser, seed: bool = False) -> None:
 
 
 def _setup(args) -> dict:
+    """The validated config of the verb: with --variant, that variant's resolved config."""
     cfg = config_mod.load(args.config)
     # By hand as by the workflow: never write into a study made by a different config.
     config_mod.check_same_study(cfg, layout.outputs(cfg)["config"])
+    if getattr(args, "variant", None) is not None:
+        cfg = config_mod.variant_config(cfg, args.variant, source=args.config)
     if getattr(args, "seed", None) is not None and args.seed not in cfg["seeds"]:
         raise config_mod.ConfigError(
             f"--seed {args.seed} is not among the config's seeds {cfg['seeds']} "
@@ -53,7 +56,7 @@ def cmd_mlflow_init(args) -> None:
     from rl import tracking
 
     cfg = _setup(args)
-    info = tracking.init_store(cfg, cfg["seeds"], [layout.DEFAULT_VARIANT], args.marker)
+    info = tracking.init_store(cfg, cfg["seeds"], config_mod.variant_names(cfg), args.marker)
     log.info(
         "MLflow store %s, experiment '%s' (%s)",
         info["tracking_uri"],
@@ -238,41 +241,57 @@ def cmd_evaluate_ppo(args) -> None:
     )
 
 
+PPO_TIDY = {
+    # file stem -> the columns every per-seed table must have
+    "ppo_train": ["variant", "seed", "frames", "train_reward_mean"],
+    "ppo_train_eval": ["variant", "seed", "frames", "eval_return"],
+    "ppo_eval_episodes": ["variant", "seed", "return", "length"],
+}
+
+
+def aggregate_ppo(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True):
+    """Write the across-seed tables of the PPO study from its tidy per-seed tables."""
+    from rl import aggregation as agg
+    from rl.files import write_csv
+
+    if write_tidy:
+        for stem, frame in tidy.items():
+            write_csv(out / f"{stem}.csv", frame)
+    tables = agg.ppo_tables(
+        tidy["ppo_train"],
+        tidy["ppo_train_eval"],
+        tidy["ppo_eval_episodes"],
+        cfg["aggregate"],
+        variant_order=config_mod.variant_names(cfg, "ppo"),
+    )
+    for stem, frame in tables.items():
+        write_csv(out / f"{stem}.csv", frame)
+    return tables
+
+
 def cmd_aggregate(args) -> None:
     from rl import aggregation as agg
     from rl import provenance
-    from rl.files import write_csv
     from rl.tracking_sync import summary_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
-    n_boot, conf = cfg["aggregate"]["bootstrap_samples"], cfg["aggregate"]["confidence"]
-    train = agg.read_tables(args.train, ["variant", "seed", "frames", "train_reward_mean"])
-    train_eval = agg.read_tables(args.train_eval, ["variant", "seed", "frames", "eval_return"])
-    episodes = agg.read_tables(args.episodes, ["variant", "seed", "return", "length"])
+    given = {
+        "ppo_train": args.train,
+        "ppo_train_eval": args.train_eval,
+        "ppo_eval_episodes": args.episodes,
+    }
+    tidy = {stem: agg.read_tables(given[stem], cols) for stem, cols in PPO_TIDY.items()}
     out = Path(args.out_dir)
-    write_csv(out / "ppo_train.csv", train)
-    write_csv(out / "ppo_train_eval.csv", train_eval)
-    write_csv(out / "ppo_eval_episodes.csv", episodes)
-    write_csv(
-        out / "ppo_train_curves.csv",
-        agg.summarise_curves(
-            train, "frames", ["train_reward_mean", "train_max_episode_length"], n_boot, conf
-        ),
-    )
-    write_csv(
-        out / "ppo_train_eval_curves.csv",
-        agg.summarise_curves(
-            train_eval, "frames", ["eval_return", "eval_episode_length"], n_boot, conf
-        ),
-    )
-    summary = agg.final_summary(train, train_eval, episodes, n_boot, conf)
-    write_csv(out / "ppo_summary.csv", summary)
+    tables = aggregate_ppo(cfg, tidy, out)
+    summary = tables["ppo_summary"]
+    train = tidy["ppo_train"]
     prov = provenance.write(
         out,
         cfg,
         stage="aggregate",
         started=started,
+        inputs=[*args.train, *args.train_eval, *args.episodes],
         extra={"seeds": sorted(train["seed"].unique().tolist())},
     )
     _track(
@@ -284,26 +303,31 @@ def cmd_aggregate(args) -> None:
         artifacts=sorted(out.glob("ppo_*.csv")) + [out / "provenance.json"],
     )
     log.info(
-        "aggregated %d seeds:\n%s",
+        "aggregated %d seeds:\n%s\n%s",
         train["seed"].nunique(),
-        summary[["variant", "quantity", "mean", "ci_low", "ci_high"]].to_string(index=False),
+        summary[["variant", "quantity", "mean", "ci_low", "ci_high", "iqm"]].to_string(index=False),
+        tables["ppo_comparison"].to_string(index=False),
     )
 
 
-def cmd_plot(args) -> None:
+def _read_agg(agg_dir: Path, name: str, rule: str):
     import pandas as pd
 
-    from rl import plotting, provenance
+    path = agg_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Missing aggregate table '{path}'. Run the {rule} rule (or `python -m rl "
+            f"figures --from <reference folder>` on a reference result)."
+        )
+    return pd.read_csv(path)
 
-    cfg = _setup(args)
-    started = datetime.now(UTC)
-    agg_dir = Path(args.agg_dir)
+
+def plot_ppo(cfg: dict, agg_dir: Path, png, pdf, stats_png, stats_pdf) -> None:
+    """The PPO four-panel figure and the statistics figure, from the aggregate tables."""
+    from rl import plotting
 
     def read(name):
-        path = agg_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(f"Missing aggregate table '{path}'. Run the aggregate rule.")
-        return pd.read_csv(path)
+        return _read_agg(agg_dir, name, "aggregate")
 
     tables = {"train": read("ppo_train.csv"), "train_eval": read("ppo_train_eval.csv")}
     curves = {
@@ -311,23 +335,53 @@ def cmd_plot(args) -> None:
         "train_eval": read("ppo_train_eval_curves.csv"),
     }
     p = cfg["plot"]
+    size, dpi = (p["width_in"], p["height_in"]), p["dpi"]
+    order = config_mod.variant_names(cfg, "ppo")
     fig = plotting.ppo_figure(
-        tables,
-        curves,
-        f"PPO on {cfg['env']['id']} ({cfg['study']})",
-        (p["width_in"], p["height_in"]),
-        p["dpi"],
+        tables, curves, f"PPO on {cfg['env']['id']} ({cfg['study']})", size, dpi, order
     )
-    plotting.save_figure(fig, args.png, args.pdf)
-    prov = provenance.write(Path(args.png).parent, cfg, stage="plot", started=started)
+    plotting.save_figure(fig, png, pdf)
+    fig = plotting.statistics_figure(
+        read("ppo_summary.csv"),
+        read("ppo_performance_profile.csv"),
+        read("ppo_comparison.csv"),
+        read("ppo_frames_to_threshold.csv"),
+        f"Final evaluation return across seeds ({cfg['study']})",
+        size,
+        dpi,
+        order,
+    )
+    plotting.save_figure(fig, stats_png, stats_pdf)
+
+
+def cmd_plot(args) -> None:
+    from rl import provenance
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    agg_dir = Path(args.agg_dir)
+    plot_ppo(cfg, agg_dir, args.png, args.pdf, args.stats_png, args.stats_pdf)
+    prov = provenance.write(
+        Path(args.png).parent,
+        cfg,
+        stage="plot",
+        started=started,
+        inputs=sorted(agg_dir.glob("ppo_*.csv")),
+    )
     _track(
         cfg,
         args,
         "plot",
         prov,
-        artifacts=[args.png, args.pdf, Path(args.png).parent / "provenance.json"],
+        artifacts=[
+            args.png,
+            args.pdf,
+            args.stats_png,
+            args.stats_pdf,
+            Path(args.png).parent / "provenance.json",
+        ],
     )
-    log.info("figure -> %s, %s", args.png, args.pdf)
+    log.info("figures -> %s, %s, %s, %s", args.png, args.pdf, args.stats_png, args.stats_pdf)
 
 
 def cmd_train_pendulum(args) -> None:
@@ -394,44 +448,58 @@ PENDULUM_TRAIN_COLUMNS = ["variant", "seed", "iteration", "return", "final_step_
 PENDULUM_EVAL_COLUMNS = ["variant", "seed", "start", "time_s", "angle", "torque", "reward"]
 
 
+PENDULUM_TIDY = {"train": PENDULUM_TRAIN_COLUMNS, "eval_trajectories": PENDULUM_EVAL_COLUMNS}
+
+
+def aggregate_pendulum(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True):
+    """Write the across-seed tables of the pendulum study from its tidy per-seed tables."""
+    from rl import aggregation as agg
+    from rl.files import write_csv
+
+    boot = agg.Bootstrap.from_config(cfg["aggregate"])
+    train, evals = tidy["train"], tidy["eval_trajectories"].copy()
+    evals["abs_angle"] = evals["angle"].abs()  # averages across seeds without the wrap at pi
+    if write_tidy:
+        write_csv(out / "train.csv", train)
+        write_csv(out / "eval_trajectories.csv", evals)
+    tables = {
+        "train_curves": agg.summarise_curves(
+            train, "iteration", ["return", "final_step_reward", "grad_norm"], boot
+        ),
+        "eval_curves": agg.summarise_curves(
+            evals,
+            "time_s",
+            ["abs_angle", "angle", "speed", "torque"],
+            boot,
+            groups=("variant", "start"),
+        ),
+        "summary": agg.pendulum_summary(train, evals, boot),
+    }
+    for stem, frame in tables.items():
+        write_csv(out / f"{stem}.csv", frame)
+    return tables
+
+
 def cmd_aggregate_pendulum(args) -> None:
     from rl import aggregation as agg
     from rl import provenance
-    from rl.files import write_csv
     from rl.tracking_sync import summary_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
-    n_boot, conf = cfg["aggregate"]["bootstrap_samples"], cfg["aggregate"]["confidence"]
-    train = agg.read_tables(args.train, PENDULUM_TRAIN_COLUMNS)
-    evals = agg.read_tables(args.evals, PENDULUM_EVAL_COLUMNS)
-    evals["abs_angle"] = evals["angle"].abs()  # averages across seeds without the wrap at pi
+    tidy = {
+        "train": agg.read_tables(args.train, PENDULUM_TRAIN_COLUMNS),
+        "eval_trajectories": agg.read_tables(args.evals, PENDULUM_EVAL_COLUMNS),
+    }
     out = Path(args.out_dir)
-    write_csv(out / "train.csv", train)
-    write_csv(out / "eval_trajectories.csv", evals)
-    metrics = ["return", "final_step_reward", "grad_norm"]
-    write_csv(
-        out / "train_curves.csv", agg.summarise_curves(train, "iteration", metrics, n_boot, conf)
-    )
-    write_csv(
-        out / "eval_curves.csv",
-        agg.summarise_curves(
-            evals,
-            "time_s",
-            ["abs_angle", "angle", "speed", "torque"],
-            n_boot,
-            conf,
-            groups=("variant", "start"),
-        ),
-    )
-    summary = agg.pendulum_summary(train, evals, n_boot, conf)
-    write_csv(out / "summary.csv", summary)
+    summary = aggregate_pendulum(cfg, tidy, out)["summary"]
     prov = provenance.write(
         out,
         cfg,
         stage="aggregate_pendulum",
         started=started,
-        extra={"seeds": sorted(train["seed"].unique().tolist())},
+        inputs=[*args.train, *args.evals],
+        extra={"seeds": sorted(tidy["train"]["seed"].unique().tolist())},
     )
     _track(
         cfg,
@@ -443,29 +511,18 @@ def cmd_aggregate_pendulum(args) -> None:
     )
     log.info(
         "aggregated %d pendulum seeds:\n%s",
-        train["seed"].nunique(),
+        tidy["train"]["seed"].nunique(),
         summary[["variant", "quantity", "mean", "ci_low", "ci_high", "per_seed"]].to_string(
             index=False
         ),
     )
 
 
-def cmd_plot_pendulum(args) -> None:
-    import pandas as pd
-
-    from rl import plotting, provenance
-
-    cfg = _setup(args)
-    started = datetime.now(UTC)
-    agg_dir = Path(args.agg_dir)
+def plot_pendulum(cfg: dict, agg_dir: Path, png, pdf) -> None:
+    from rl import plotting
 
     def read(name):
-        path = agg_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Missing aggregate table '{path}'. Run the aggregate_pendulum rule."
-            )
-        return pd.read_csv(path)
+        return _read_agg(agg_dir, name, "aggregate_pendulum")
 
     tables = {"train": read("train.csv"), "eval": read("eval_trajectories.csv")}
     curves = {"train": read("train_curves.csv"), "eval": read("eval_curves.csv")}
@@ -477,8 +534,23 @@ def cmd_plot_pendulum(args) -> None:
         (p["width_in"], p["height_in"]),
         p["dpi"],
     )
-    plotting.save_figure(fig, args.png, args.pdf)
-    prov = provenance.write(Path(args.png).parent, cfg, stage="plot_pendulum", started=started)
+    plotting.save_figure(fig, png, pdf)
+
+
+def cmd_plot_pendulum(args) -> None:
+    from rl import provenance
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    agg_dir = Path(args.agg_dir)
+    plot_pendulum(cfg, agg_dir, args.png, args.pdf)
+    prov = provenance.write(
+        Path(args.png).parent,
+        cfg,
+        stage="plot_pendulum",
+        started=started,
+        inputs=sorted(agg_dir.glob("*.csv")),
+    )
     _track(
         cfg,
         args,
@@ -487,6 +559,108 @@ def cmd_plot_pendulum(args) -> None:
         artifacts=[args.png, args.pdf, Path(args.png).parent / "provenance.json"],
     )
     log.info("figure -> %s, %s", args.png, args.pdf)
+
+
+REFERENCE_FILES = [
+    # what a reference result holds: the tidy per-seed tables (the inputs of `figures`), the
+    # statistics and figures made from them, and the provenance of each folder
+    "config.yaml",
+    "aggregate/ppo_train.csv",
+    "aggregate/ppo_train_eval.csv",
+    "aggregate/ppo_eval_episodes.csv",
+    "aggregate/pendulum/train.csv",
+    "aggregate/pendulum/eval_trajectories.csv",
+]
+
+
+def cmd_figures(args) -> None:
+    """Rebuild the statistics tables and every figure from a folder of tidy per-seed tables
+    (a reference result, or a study's results folder), without training."""
+    import pandas as pd
+
+    from rl import provenance
+
+    src = Path(getattr(args, "from"))
+    out = Path(args.out) if args.out else src
+    cfg = config_mod.load(src / "config.yaml")
+    started = datetime.now(UTC)
+
+    def read(rel, cols):
+        path = src / rel
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"'{path}' is missing: `figures` needs the tidy per-seed tables of a study "
+                f"({', '.join(REFERENCE_FILES)}) under '{src}'. Make them with the workflow "
+                f"(results/<study>/) or `python -m rl export-reference`."
+            )
+        frame = pd.read_csv(path)
+        missing = set(cols) - set(frame.columns)
+        if missing:
+            raise ValueError(f"Table '{path}' lacks the columns {sorted(missing)}.")
+        return frame
+
+    made = []
+    if config_mod.variant_names(cfg, "ppo"):
+        tidy = {stem: read(f"aggregate/{stem}.csv", cols) for stem, cols in PPO_TIDY.items()}
+        agg_dir = out / "aggregate"
+        aggregate_ppo(cfg, tidy, agg_dir, write_tidy=out != src)
+        figs = out / "figures"
+        names = ["ppo.png", "ppo.pdf", "ppo_statistics.png", "ppo_statistics.pdf"]
+        plot_ppo(cfg, agg_dir, *(figs / n for n in names))
+        made += [figs / n for n in names]
+    if config_mod.variant_names(cfg, "pendulum"):
+        tidy = {
+            stem: read(f"aggregate/pendulum/{stem}.csv", cols)
+            for stem, cols in PENDULUM_TIDY.items()
+        }
+        agg_dir = out / "aggregate" / "pendulum"
+        aggregate_pendulum(cfg, tidy, agg_dir, write_tidy=out != src)
+        figs = out / "figures" / "pendulum"
+        plot_pendulum(cfg, agg_dir, figs / "pendulum.png", figs / "pendulum.pdf")
+        made += [figs / "pendulum.png", figs / "pendulum.pdf"]
+    inputs = [src / rel for rel in REFERENCE_FILES if (src / rel).is_file()]
+    for folder in sorted({p.parent for p in made}):
+        provenance.write(folder, cfg, stage="figures", started=started, inputs=inputs)
+    log.info("rebuilt from %s:\n%s", src, "\n".join(str(p) for p in made))
+
+
+def cmd_export_reference(args) -> None:
+    """Copy a finished study's tidy tables, statistics, figures and provenance to a tracked
+    folder (the reference result `figures` rebuilds from)."""
+    import shutil
+
+    cfg = config_mod.load(args.config)
+    study = layout.study_dir(cfg)
+    to = Path(args.to)
+    wanted = [*REFERENCE_FILES]
+    for folder in ("aggregate", "aggregate/pendulum", "figures", "figures/pendulum"):
+        if (study / folder).is_dir():
+            wanted += [
+                f"{folder}/{p.name}"
+                for p in sorted((study / folder).iterdir())
+                if p.is_file() and p.suffix in (".csv", ".json", ".png", ".pdf")
+            ]
+    copied = 0
+    for rel in dict.fromkeys(wanted):
+        if (study / rel).is_file():
+            (to / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(study / rel, to / rel)
+            copied += 1
+    if not copied:
+        raise FileNotFoundError(f"Nothing to export under '{study}': run the study first.")
+    log.info("exported %d files of %s to %s", copied, study, to)
+
+
+def cmd_provenance(args) -> None:
+    import json
+
+    from rl import provenance
+
+    if args.json:
+        _, rec = provenance.find(args.path)
+        print(json.dumps(rec, indent=2, sort_keys=True))
+    else:
+        print(provenance.describe(args.path))
 
 
 def cmd_mlflow_sync(args) -> None:
@@ -576,6 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agg-dir", required=True)
     p.add_argument("--png", required=True)
     p.add_argument("--pdf", required=True)
+    p.add_argument("--stats-png", required=True, help="statistics figure (IQM, profile, PoI)")
+    p.add_argument("--stats-pdf", required=True)
     p.add_argument("--mlflow-marker")
     p.set_defaults(func=cmd_plot)
 
@@ -616,6 +792,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="tracking URI to write to (default: the study's own store, as the jobs use)",
     )
     p.set_defaults(func=cmd_mlflow_sync)
+
+    p = sub.add_parser(
+        "figures",
+        help="rebuild the statistics and figures from tidy per-seed tables (no training)",
+    )
+    p.add_argument(
+        "--from",
+        required=True,
+        help="folder with config.yaml and aggregate/ tidy tables (e.g. reference/ci-variants)",
+    )
+    p.add_argument("--out", help="where to write aggregate/ and figures/ (default: --from)")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser(
+        "export-reference", help="copy a study's tables, figures and provenance to a folder"
+    )
+    p.add_argument(
+        "--config", required=True, help="the study's config (results/<study>/config.yaml)"
+    )
+    p.add_argument("--to", required=True, help="e.g. reference/<study>")
+    p.set_defaults(func=cmd_export_reference)
+
+    p = sub.add_parser("provenance", help="print what made a result file, figure or folder")
+    p.add_argument("path", help="a file or folder under results/ (or a reference result)")
+    p.add_argument("--json", action="store_true", help="the whole record as JSON")
+    p.set_defaults(func=cmd_provenance)
 
     p = sub.add_parser("ui", help="open the MLflow UI on the study's store")
     p.add_argument("--config", required=True)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from rl.files import atomic_path  # noqa: E402
 
@@ -25,8 +26,8 @@ PPO_PANELS = [
 def _panel(
     ax, tidy: pd.DataFrame, curves: pd.DataFrame, metric: str, palette: dict, x: str = "frames"
 ) -> None:
-    for variant, group in tidy.groupby("variant"):
-        colour = palette[variant]
+    for variant, colour in palette.items():
+        group = tidy[tidy["variant"] == variant]
         sns.lineplot(
             data=group,
             x=x,
@@ -52,16 +53,25 @@ def _panel(
         ax.fill_between(band[x], band["ci_low"], band["ci_high"], color=colour, alpha=0.25)
 
 
+def variant_palette(present, order=None) -> dict:
+    """One colour per variant, in config order (the same colour in every figure)."""
+    order = [v for v in (order or []) if v in set(present)]
+    variants = order + sorted(v for v in set(present) if v not in order)
+    return dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=True))
+
+
 def ppo_figure(
     tables: dict[str, pd.DataFrame],
     curves: dict[str, pd.DataFrame],
     title: str,
     size: tuple[float, float],
     dpi: int,
+    order: list[str] | None = None,
 ) -> plt.Figure:
+    """The tutorial's four panels, the variants overlaid: each seed faint, the mean across
+    seeds bold with its 95% bootstrap band, one colour per variant."""
     sns.set_theme(context="paper", style="whitegrid")
-    variants = sorted(tables["train"]["variant"].unique())
-    palette = dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=True))
+    palette = variant_palette(tables["train"]["variant"].unique(), order)
     fig, axes = plt.subplots(2, 2, figsize=size, dpi=dpi, sharex=True, constrained_layout=True)
     for ax, (table, metric, panel_title, ylabel) in zip(axes.flat, PPO_PANELS, strict=True):
         _panel(ax, tables[table], curves[table], metric, palette)
@@ -152,8 +162,110 @@ def pendulum_figure(
     return fig
 
 
+def _ci_text(p, low, high) -> str:
+    return f"{p:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def statistics_figure(
+    summary: pd.DataFrame,
+    profile: pd.DataFrame,
+    comparison: pd.DataFrame,
+    thresholds: pd.DataFrame,
+    title: str,
+    size: tuple[float, float],
+    dpi: int,
+    order: list[str] | None = None,
+    quantity: str = "eval_return",
+) -> plt.Figure:
+    """The across-seed statistics of the final evaluation return (Agarwal et al. 2021):
+    IQM and mean with 95% bootstrap intervals, the performance profile with its band, the
+    probability of improvement of the compared pair, and frames to the threshold per seed."""
+    sns.set_theme(context="paper", style="whitegrid")
+    palette = variant_palette(summary["variant"].unique(), order)
+    fig, axes = plt.subplots(2, 2, figsize=size, dpi=dpi, constrained_layout=True)
+    rows = summary[summary["quantity"] == quantity].set_index("variant")
+    ax = axes[0, 0]
+    names = [v for v in palette if v in rows.index]
+    for i, variant in enumerate(names):
+        r = rows.loc[variant]
+        for j, (stat, low, high, marker) in enumerate(
+            [("iqm", "iqm_ci_low", "iqm_ci_high", "o"), ("mean", "ci_low", "ci_high", "s")]
+        ):
+            y = i + (0.15 if j else -0.15)
+            ax.errorbar(
+                r[stat],
+                y,
+                xerr=[[r[stat] - r[low]], [r[high] - r[stat]]],
+                fmt=marker,
+                color=palette[variant],
+                capsize=3,
+                label=stat.upper() if stat == "iqm" else stat,
+            )
+    ax.set_yticks(range(len(names)), [f"{v} (n={int(rows.loc[v, 'n_seeds'])})" for v in names])
+    ax.set_ylim(-0.5, len(names) - 0.5)
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="o", color="black", linestyle="", label="IQM"),
+            Line2D([], [], marker="s", color="black", linestyle="", label="mean"),
+        ],
+        fontsize="x-small",
+        loc="best",
+    )
+    ax.set_xlabel("final evaluation return")
+    ax.set_title("IQM and mean, 95% CI")
+
+    ax = axes[0, 1]
+    for variant, colour in palette.items():
+        band = profile[profile["variant"] == variant].sort_values("tau")
+        ax.plot(band["tau"], band["fraction"], color=colour, label=variant)
+        ax.fill_between(band["tau"], band["ci_low"], band["ci_high"], color=colour, alpha=0.2)
+    ax.set_xlabel(r"return threshold $\tau$")
+    ax.set_ylabel(r"fraction of seeds with return > $\tau$")
+    ax.set_title("Performance profile")
+    ax.legend(fontsize="x-small", loc="lower left")
+
+    ax = axes[1, 0]
+    if len(comparison):
+        c = comparison.iloc[0]
+        p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
+        ax.errorbar(p, 0, xerr=[[p - low], [high - p]], fmt="o", color="black", capsize=4)
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks([0], [f"P({c['x']} > {c['y']})"])
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_title(f"Probability of improvement: {_ci_text(p, low, high)}")
+    else:
+        ax.text(0.5, 0.5, "one variant: nothing to compare", ha="center", va="center")
+        ax.set_yticks([])
+        ax.set_title("Probability of improvement")
+    ax.set_xlabel("probability (0.5 = no difference)")
+
+    ax = axes[1, 1]
+    reached = thresholds[thresholds["reached"].astype(bool)]
+    labels = []
+    for i, variant in enumerate(names):
+        sub = reached[reached["variant"] == variant]
+        ax.scatter(sub["frames_to_threshold"], [i] * len(sub), color=palette[variant], s=18)
+        n_all = int((thresholds["variant"] == variant).sum())
+        labels.append(f"{variant}\n{len(sub)}/{n_all} seeds")
+    ax.set_yticks(range(len(names)), labels)
+    ax.set_ylim(-0.5, len(names) - 0.5)
+    if len(thresholds):
+        ax.set_xlim(0, float(thresholds["frames_trained"].max()))
+    threshold = thresholds["threshold"].iloc[0] if len(thresholds) else float("nan")
+    ax.set_xlabel("environment frames")
+    ax.set_title(f"Frames to return >= {threshold:g}")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+    fig.suptitle(title)
+    return fig
+
+
+# No timestamps or software strings in the files: rerunning `plot` on the same tables gives
+# byte-identical figures (PDF CreationDate, PNG Software are what matplotlib would vary).
+SAVE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
+
+
 def save_figure(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
     for path, fmt in ((png, "png"), (pdf, "pdf")):
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt)
+            fig.savefig(tmp, format=fmt, metadata=SAVE_METADATA[fmt])
     plt.close(fig)

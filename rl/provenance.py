@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -20,7 +22,10 @@ PACKAGES = (
     "gymnasium",
     "mujoco",
     "numpy",
+    "scipy",
     "pandas",
+    "matplotlib",
+    "seaborn",
     "mlflow",
     "snakemake",
     "rl-pipeline",
@@ -101,6 +106,7 @@ def record(
         "variant": variant,
         "seed": seed,
         "config_hash": config_hash(cfg),
+        "config": cfg,
         **git_state(),
         "versions": versions(),
         **device_info(device),
@@ -113,8 +119,133 @@ def record(
     return rec
 
 
-def write(folder: str | Path, cfg: dict, **kwargs) -> dict:
-    """Write `provenance.json` into `folder` and return the record."""
+RECORD = "provenance.json"
+# files of an output folder that are not its results: in-progress state and temporaries
+NOT_OUTPUTS = ("checkpoint.pt",)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_outputs(folder: str | Path) -> dict[str, str]:
+    """{file name: sha256} of the result files in `folder` (not its subfolders)."""
+    folder = Path(folder)
+    return {
+        p.name: sha256(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+        and p.name != RECORD
+        and not p.name.startswith(".")
+        and p.name not in NOT_OUTPUTS
+    }
+
+
+def input_records(paths) -> list[dict]:
+    """What made each input file: its hash and the key facts of the record beside it
+    (stage, variant, seed, where and when it ran), so an across-seed table says where
+    every seed ran."""
+    keep = (
+        "stage",
+        "variant",
+        "seed",
+        "host",
+        "device",
+        "gpu_name",
+        "container_image",
+        "git_commit",
+        "git_dirty",
+        "config_hash",
+        "started_utc",
+        "finished_utc",
+    )
+    out = []
+    for path in paths:
+        path = Path(path)
+        sidecar = path.parent / RECORD
+        made_by = {}
+        if sidecar.is_file():
+            made_by = {k: v for k, v in json.loads(sidecar.read_text()).items() if k in keep}
+        out.append({"path": str(path), "sha256": sha256(path), "made_by": made_by})
+    return out
+
+
+def write(folder: str | Path, cfg: dict, inputs=(), **kwargs) -> dict:
+    """Write `provenance.json` into `folder`, listing the hash of every result file there
+    (`outputs`) and of the inputs it was made from, and return the record. Call it after
+    the folder's outputs are written."""
     rec = record(cfg, **kwargs)
-    write_json(Path(folder) / "provenance.json", rec)
+    rec["outputs"] = folder_outputs(folder)
+    if inputs:
+        rec["inputs"] = input_records(inputs)
+    write_json(Path(folder) / RECORD, rec)
     return rec
+
+
+def find(path: str | Path) -> tuple[Path, dict]:
+    """The provenance record of a result file or folder: (record path, record)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist. Give a result file or folder.")
+    sidecar = path if path.name == RECORD else (path if path.is_dir() else path.parent) / RECORD
+    if not sidecar.is_file():
+        raise FileNotFoundError(
+            f"No provenance record for '{path}': '{sidecar}' does not exist. Every folder of "
+            f"results the verbs write holds one (per-seed outputs, aggregate tables, "
+            f"figures); '{path}' was not written by a pipeline verb, or its folder was "
+            f"copied without its provenance.json."
+        )
+    return sidecar, json.loads(sidecar.read_text())
+
+
+def describe(path: str | Path) -> str:
+    """Human-readable provenance of a result file or folder, with a check that the file
+    is still the one the record describes."""
+    path = Path(path)
+    sidecar, rec = find(path)
+    outputs = rec.get("outputs", {})
+    lines = [f"file:            {path}", f"record:          {sidecar}"]
+    if path.is_file() and path.name != RECORD:
+        if path.name not in outputs:
+            lines.append("check:           NOT listed in the record (written after it, or by hand)")
+        elif outputs[path.name] == sha256(path):
+            lines.append(f"check:           sha256 matches the record ({outputs[path.name][:12]})")
+        else:
+            lines.append("check:           CHANGED since the record was written (sha256 differs)")
+    dirty = {True: " (dirty tree)", False: "", None: " (dirty: unknown)"}[rec.get("git_dirty")]
+    rows = [
+        ("stage / rule", f"{rec.get('stage')} / {rec.get('rule')}"),
+        ("study", rec.get("study")),
+        ("variant", rec.get("variant")),
+        ("seed", rec.get("seed")),
+        ("git commit", f"{rec.get('git_commit')}{dirty}"),
+        ("config hash", rec.get("config_hash")),
+        (
+            "device",
+            rec.get("device") + (f" ({rec['gpu_name']})" if rec.get("gpu_name") else "")
+            if rec.get("device")
+            else None,
+        ),
+        ("host", f"{rec.get('host')} ({rec.get('machine')})"),
+        ("container image", rec.get("container_image") or "none (not in a container)"),
+        ("started (UTC)", rec.get("started_utc")),
+        ("finished (UTC)", rec.get("finished_utc")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(rec.get("versions", {}).items()))),
+    ]
+    lines += [f"{k + ':':<16} {v}" for k, v in rows if v is not None]
+    if outputs:
+        lines.append(f"{'outputs:':<16} {', '.join(sorted(outputs))}")
+    for inp in rec.get("inputs", []):
+        m = inp.get("made_by", {})
+        lines.append(
+            f"{'input:':<16} {inp['path']} <- {m.get('stage')} {m.get('variant')} "
+            f"seed {m.get('seed')} on {m.get('host')} ({m.get('device')}), "
+            f"commit {str(m.get('git_commit'))[:12]}"
+        )
+    if "config" in rec:
+        lines.append(f"{'config:':<16} resolved config in the record ('config' key; --json)")
+    return "\n".join(lines)

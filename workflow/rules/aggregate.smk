@@ -16,6 +16,13 @@ rule aggregate:
         summary=report(
             OUT["agg_summary"], caption="../report/ppo_summary.rst", category="PPO"
         ),
+        thresholds=report(
+            OUT["agg_thresholds"], caption="../report/ppo_thresholds.rst", category="PPO"
+        ),
+        profile=OUT["agg_profile"],
+        comparison=report(
+            OUT["agg_comparison"], caption="../report/ppo_comparison.rst", category="PPO"
+        ),
     log:
         os.path.join(OUT["logs"], "aggregate", "all.log"),
     params:
@@ -40,6 +47,10 @@ rule plot:
     output:
         png=report(OUT["fig_png"], caption="../report/ppo_figure.rst", category="PPO"),
         pdf=OUT["fig_pdf"],
+        stats_png=report(
+            OUT["fig_stats_png"], caption="../report/ppo_statistics.rst", category="PPO"
+        ),
+        stats_pdf=OUT["fig_stats_pdf"],
     log:
         os.path.join(OUT["logs"], "plot", "all.log"),
     params:
@@ -53,4 +64,5 @@ rule plot:
         runtime=10,
     shell:
         "python -m rl plot --config {params.config} --agg-dir {params.agg_dir}"
-        " --png {output.png} --pdf {output.pdf} {params.marker} > {log} 2>&1"
+        " --png {output.png} --pdf {output.pdf} --stats-png {output.stats_png}"
+        " --stats-pdf {output.stats_pdf} {params.marker} > {log} 2>&1"

@@ -1,0 +1,99 @@
+"""Figures from aggregate tables alone: variants overlaid, byte-identical when redrawn."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rl import cli, config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _tidy(variants=("tuned", "tutorial"), seeds=(0, 1, 2), batches=5):
+    rng = np.random.default_rng(0)
+    train, evals, episodes = [], [], []
+    for k, variant in enumerate(variants):
+        for seed in seeds:
+            for b in range(1, batches + 1):
+                frames = 1000 * b
+                level = (k + 1) * 1000 * b + rng.normal(0, 300)
+                train.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "frames": frames,
+                        "train_reward_mean": level / 1000,
+                        "train_max_episode_length": 10 * b,
+                        "frames_per_s": 2000.0,
+                    }
+                )
+                evals.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "frames": frames,
+                        "eval_return": level,
+                        "eval_episode_length": 10 * b,
+                    }
+                )
+            episodes += [
+                {"variant": variant, "seed": seed, "return": level + i, "length": 100}
+                for i in range(3)
+            ]
+    return {
+        "ppo_train": pd.DataFrame(train),
+        "ppo_train_eval": pd.DataFrame(evals),
+        "ppo_eval_episodes": pd.DataFrame(episodes),
+    }
+
+
+@pytest.fixture
+def cfg(ci_config):
+    ci_config["variants"] = [{"name": "tuned"}, {"name": "tutorial", "studies": ["ppo"]}]
+    ci_config["aggregate"] = {"bootstrap_samples": 300, "threshold": 6000}
+    return config.validate(ci_config)
+
+
+def _draw(cfg, agg_dir: Path, out: Path) -> dict[str, bytes]:
+    names = ["ppo.png", "ppo.pdf", "ppo_statistics.png", "ppo_statistics.pdf"]
+    cli.plot_ppo(cfg, agg_dir, *(out / n for n in names))
+    return {n: (out / n).read_bytes() for n in names}
+
+
+def test_figures_are_byte_identical_when_redrawn(tmp_path, cfg):
+    agg_dir = tmp_path / "aggregate"
+    tables = cli.aggregate_ppo(cfg, _tidy(), agg_dir)
+    first = _draw(cfg, agg_dir, tmp_path / "a")
+    # the statistics are recomputed too: the same bootstrap seed gives the same tables
+    again = cli.aggregate_ppo(cfg, _tidy(), tmp_path / "aggregate2")
+    for stem, frame in tables.items():
+        pd.testing.assert_frame_equal(frame, again[stem])
+        assert (agg_dir / f"{stem}.csv").read_bytes() == (
+            tmp_path / "aggregate2" / f"{stem}.csv"
+        ).read_bytes()
+    second = _draw(cfg, tmp_path / "aggregate2", tmp_path / "b")
+    assert first == second
+    assert b"CreationDate" not in first["ppo.pdf"] and b"matplotlib" not in first["ppo.png"]
+
+
+def test_statistics_tables_hold_both_variants_and_the_comparison(tmp_path, cfg):
+    tables = cli.aggregate_ppo(cfg, _tidy(), tmp_path)
+    comparison = tables["ppo_comparison"].iloc[0]
+    assert (comparison["x"], comparison["y"]) == ("tuned", "tutorial")
+    # the tutorial variant's returns are twice the tuned one's: tuned never improves on it
+    assert comparison["probability_of_improvement"] == pytest.approx(0.0)
+    profile = tables["ppo_performance_profile"]
+    assert set(profile["variant"]) == {"tuned", "tutorial"}
+    assert (profile.groupby("variant")["tau"].count() == 101).all()
+    reached = tables["ppo_frames_to_threshold"].set_index(["variant", "seed"])
+    assert reached["reached"].sum() >= 3
+    assert not reached.loc[("tuned", 0), "reached"]
+
+
+def test_variants_get_one_colour_each_in_config_order():
+    from rl.plotting import variant_palette
+
+    palette = variant_palette(["b", "a", "z"], order=["z", "a", "b"])
+    assert list(palette) == ["z", "a", "b"] and len(set(palette.values())) == 3
