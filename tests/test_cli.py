@@ -12,6 +12,7 @@ VERBS = [
     "evaluate-ppo",
     "aggregate",
     "plot",
+    "export-reference",
     "ui",
 ]
 
@@ -23,6 +24,17 @@ def test_every_verb_has_help(verb):
     )
     assert proc.returncode == 0
     assert "--config" in proc.stdout
+
+
+def test_figures_without_tables_names_what_is_missing(tmp_path):
+    (tmp_path / "config.yaml").write_text("study: x\nseeds: [0]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl", "figures", "--from", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "ppo_train.csv' is missing" in proc.stderr and "export-reference" in proc.stderr
 
 
 def test_missing_input_file_is_a_clear_error(tmp_path):
