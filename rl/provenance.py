@@ -216,7 +216,9 @@ def describe(path: str | Path) -> str:
             lines.append(f"check:           sha256 matches the record ({outputs[path.name][:12]})")
         else:
             lines.append("check:           CHANGED since the record was written (sha256 differs)")
-    dirty = {True: " (dirty tree)", False: "", None: " (dirty: unknown)"}[rec.get("git_dirty")]
+    dirty = {True: " (dirty tree)", False: " (clean tree)", None: " (dirty: unknown)"}[
+        rec.get("git_dirty")
+    ]
     rows = [
         ("stage / rule", f"{rec.get('stage')} / {rec.get('rule')}"),
         ("study", rec.get("study")),
@@ -241,10 +243,18 @@ def describe(path: str | Path) -> str:
         lines.append(f"{'outputs:':<16} {', '.join(sorted(outputs))}")
     for inp in rec.get("inputs", []):
         m = inp.get("made_by", {})
+        who = " ".join(
+            str(x)
+            for x in (
+                m.get("stage"),
+                m.get("variant"),
+                None if m.get("seed") is None else f"seed {m['seed']}",
+            )
+            if x is not None
+        )
         lines.append(
-            f"{'input:':<16} {inp['path']} <- {m.get('stage')} {m.get('variant')} "
-            f"seed {m.get('seed')} on {m.get('host')} ({m.get('device')}), "
-            f"commit {str(m.get('git_commit'))[:12]}"
+            f"{'input:':<16} {inp['path']} <- {who or 'no record'} on {m.get('host')} "
+            f"({m.get('device')}), commit {str(m.get('git_commit'))[:12]}"
         )
     if "config" in rec:
         lines.append(f"{'config:':<16} resolved config in the record ('config' key; --json)")
