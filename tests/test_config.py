@@ -211,6 +211,13 @@ def test_results_folder_guard_works_per_variant(tmp_path, ci_config):
     plain = tmp_path / "plain.yaml"
     plain.write_text(config.dump(config.validate(ci_config)))
     config.check_same_study(changed, plain)
+    # ...and keeps it when one variant is `default` with the old config
+    kept = config.validate(_with_variants(ci_config, {"name": "default"}, {"name": "b"}))
+    config.check_same_study(kept, plain)
+    ci_config["ppo"]["lr"] = 0.5
+    moved = config.validate(_with_variants(ci_config, {"name": "default"}, {"name": "b"}))
+    with pytest.raises(config.ConfigError, match=r"default:ppo\.lr"):
+        config.check_same_study(moved, plain)
 
 
 def test_ci_variants_and_paper_declare_two_ppo_variants():
