@@ -294,12 +294,22 @@ def cmd_aggregate(args) -> None:
         inputs=[*args.train, *args.train_eval, *args.episodes],
         extra={"seeds": sorted(train["seed"].unique().tolist())},
     )
+    rows = summary_rows(summary)
+    for c in tables["ppo_comparison"].to_dict("records"):
+        key = f"poi.{c['x']}_vs_{c['y']}.{c['quantity']}"
+        rows[0][1].update(
+            {
+                key: c["probability_of_improvement"],
+                f"{key}.ci_low": c["ci_low"],
+                f"{key}.ci_high": c["ci_high"],
+            }
+        )
     _track(
         cfg,
         args,
         "aggregate",
         prov,
-        rows=summary_rows(summary),
+        rows=rows,
         artifacts=sorted(out.glob("ppo_*.csv")) + [out / "provenance.json"],
     )
     log.info(

@@ -2,6 +2,7 @@
 copy: the variant x seed fan-out, the statistics tables, provenance on every result file,
 byte-identical figures on a forced replot, the report, and reruns of only what is new."""
 
+import json
 import os
 import re
 import shutil
@@ -183,3 +184,23 @@ def test_adding_a_variant_or_a_seed_reruns_only_what_is_new(study, tmp_path):
     proc = run(copy, "-n", "--configfile", "configs/changed.yaml", check=False)
     assert proc.returncode != 0
     assert "tutorial:ppo.gamma" in proc.stdout + proc.stderr
+
+
+def test_mlflow_runs_carry_each_variants_config_and_the_comparison(study):
+    from mlflow.tracking import MlflowClient
+
+    _, cfg, root = study
+    marker = json.loads((root / "mlflow" / "initialised.json").read_text())
+    client = MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs([marker["experiment_id"]], max_results=1000)
+    train = {
+        r.data.tags["rl.variant"]: r for r in runs if r.data.tags.get("rl.stage") == "train_ppo"
+    }
+    assert set(train) == {"tuned", "tutorial"}
+    assert train["tutorial"].data.params["env.num_envs"] == "1"
+    assert train["tuned"].data.params["env.num_envs"] == "2"
+    (agg,) = [r for r in runs if r.data.tags.get("rl.stage") == "aggregate"]
+    poi = agg.data.metrics["poi.tuned_vs_tutorial.eval_return"]
+    table = pd.read_csv(root / "aggregate" / "ppo_comparison.csv").iloc[0]
+    assert poi == pytest.approx(table["probability_of_improvement"])
+    assert "tutorial.eval_return.mean" in agg.data.metrics
