@@ -120,7 +120,8 @@ def worker(
 
 
 # ----------------------------------------------------------------------------- driver
-def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) -> dict:
+def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str, threads: int) -> dict:
+    """Both sides get the same torch/OpenMP threads (set from outside for the baseline)."""
     rows = []
     for rep in range(repeats):
         pair = [
@@ -136,12 +137,14 @@ def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) ->
                     str(rep),
                     "--frames",
                     str(frames),
+                    "--threads",
+                    str(threads),
                 ],
             ),
             ("tutorial", [sys.executable, str(baseline), str(frames), env_id, str(rep)]),
         ]
         for who, cmd in pair if rep % 2 == 0 else reversed(pair):
-            res = run_json(cmd, timeout=3600)
+            res = run_json(cmd, timeout=3600, threads=threads)
             rows.append(
                 {
                     "who": who,
@@ -160,6 +163,7 @@ def engineering_speed(baseline: Path, frames: int, repeats: int, env_id: str) ->
     return {
         "frames": frames,
         "repeats": repeats,
+        "threads": threads,
         "ours_fps_median": ours,
         "tutorial_fps_median": base,
         "ratio": ours / base,
@@ -314,6 +318,9 @@ def main() -> None:
         p.add_argument("--env-id", default="InvertedDoublePendulum-v5")
         p.add_argument("--frames", type=int, default=20000 if name == "quick" else 50000)
         p.add_argument("--repeats", type=int, default=3)
+        p.add_argument(
+            "--threads", type=int, default=1, help="torch/OpenMP threads, both sides alike"
+        )
         p.add_argument("--config", default="configs/default.yaml")
         p.add_argument("--seeds", type=int, default=5)
         p.add_argument("--out", default=str(HISTORY))
@@ -330,7 +337,7 @@ def main() -> None:
     result = {"machine": _machine(), "mode": args.mode, "env_id": args.env_id}
     print(f"engineering speed: {args.frames} frames x {args.repeats} repeats each", flush=True)
     result["engineering_speed"] = engineering_speed(
-        baseline, args.frames, args.repeats, args.env_id
+        baseline, args.frames, args.repeats, args.env_id, args.threads
     )
     latest = {
         "ppo_engineering_speed_ratio": result["engineering_speed"]["ratio"],
