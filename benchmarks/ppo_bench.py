@@ -244,6 +244,7 @@ def _machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": os.getloadavg(),  # other work on the machine makes numbers noisy
     }
 
 
@@ -322,6 +323,7 @@ def main() -> None:
             "--threads", type=int, default=1, help="torch/OpenMP threads, both sides alike"
         )
         p.add_argument("--config", default="configs/default.yaml")
+        p.add_argument("--best-frames", type=int, default=49152, help="quick: frames/s run")
         p.add_argument("--seeds", type=int, default=5)
         p.add_argument("--out", default=str(HISTORY))
         p.add_argument(
@@ -344,6 +346,14 @@ def main() -> None:
         "ppo_ours_fps_tutorial_settings": result["engineering_speed"]["ours_fps_median"],
         "ppo_tutorial_fps": result["engineering_speed"]["tutorial_fps_median"],
     }
+    if args.mode == "quick":
+        # best settings' frames/s from a short run (no time-to-solve in the quick mode)
+        cmd = [sys.executable, __file__, "worker", "--config", args.config, "--seed", "0",
+               "--frames", str(args.best_frames), "--threads", str(args.threads)]  # fmt: skip
+        best = run_json(cmd, timeout=3600, threads=args.threads)
+        result["best_settings_speed"] = best
+        latest["ppo_best_fps"] = best["frames_per_second"]
+        print(f"  {args.config}: {best['frames_per_second']:.0f} frames/s", flush=True)
     if args.mode == "full":
         print(f"time to solve: {args.config}, {args.seeds} seeds", flush=True)
         result["time_to_solve"] = time_to_solve(args.config, args.seeds, baseline, args.env_id)
