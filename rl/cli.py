@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -197,18 +198,66 @@ def _device(name: str):
     return resolve_device(name)
 
 
+def _episode_videos(cfg, args, episodes, stats: dict) -> list[Path]:
+    """Render, caption and write the first and the worst evaluation episode; returns the
+    files written (videos.json always). With video.on_error: skip, a renderer that cannot
+    start is reported as a warning and in videos.json instead of failing the job."""
+    from rl.evaluation import record_episodes
+    from rl.files import write_json
+    from rl.video import RenderUnavailable, episode_video_paths, write_episode_videos
+
+    vcfg = cfg["video"]
+    paths = episode_video_paths(args.video_dir)
+    manifest = {"mujoco_gl": os.environ.get("MUJOCO_GL"), "on_error": vcfg["on_error"]}
+    try:
+        recordings = record_episodes(cfg, args.seed, args.policy, stats, episodes)
+        title = f"{cfg['env']['id']}, seed {args.seed}"
+        manifest["videos"] = write_episode_videos(recordings, args.video_dir, vcfg, title)
+    except RenderUnavailable as exc:
+        if vcfg["on_error"] != "skip":
+            raise
+        log.warning("no evaluation videos (video.on_error: skip): %s", exc)
+        manifest["skipped"] = str(exc)
+    write_json(paths["manifest"], manifest)
+    for name, row in manifest.get("videos", {}).items():
+        log.info(
+            "video of the %s episode (%d, return %.1f): %d frames, %.1f ms/frame to render, "
+            "%.1f s to encode; %s %d bytes, %s %d bytes",
+            name,
+            row["episode"],
+            row["return"],
+            row["frames"],
+            row["render_ms_per_frame"],
+            row["encode_s"],
+            row["mp4"],
+            row["mp4_bytes"],
+            row["gif"],
+            row["gif_bytes"],
+        )
+    return [p for p in paths.values() if p.is_file()]
+
+
 def cmd_evaluate_ppo(args) -> None:
     from rl import provenance
+
+    cfg = _setup(args)
+    record = cfg["video"]["enabled"] and args.video_dir is not None
+    if record:
+        from rl.video import configure_gl
+
+        configure_gl(cfg["video"])  # before anything imports mujoco
     from rl.evaluation import evaluate, summarise
     from rl.files import read_json, write_csv, write_json
     from rl.tracking_sync import episode_rows
 
-    cfg = _setup(args)
     started = datetime.now(UTC)
     stats = read_json(args.obs_stats, "observation statistics")
     episodes = evaluate(cfg, args.seed, args.policy, stats)
     episodes = episodes.assign(variant=args.variant, seed=args.seed)
     summary = summarise(episodes) | {"variant": args.variant, "seed": args.seed}
+    videos = []
+    if record:
+        videos = _episode_videos(cfg, args, episodes, stats)
     write_csv(args.episodes_out, episodes)
     write_json(args.summary_out, summary)
     prov = provenance.write(
@@ -230,6 +279,7 @@ def cmd_evaluate_ppo(args) -> None:
             args.episodes_out,
             args.summary_out,
             Path(args.episodes_out).parent / "provenance.json",
+            *videos,
         ],
     )
     log.info(
@@ -451,6 +501,55 @@ def cmd_train_pendulum(args) -> None:
         state["wall_s"],
         metrics["iters_per_s"].median(),
         last10,
+    )
+
+
+def cmd_animate_pendulum(args) -> None:
+    import pandas as pd
+
+    from rl import provenance
+    from rl.files import write_json
+    from rl.video import animate_pendulum
+
+    cfg = _setup(args)
+    started = datetime.now(UTC)
+    path = Path(args.trajectories)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Missing pendulum trajectories '{path}'. Run the train_pendulum rule for seed "
+            f"{args.seed} (snakemake --cores N '{path}') or pass the right path."
+        )
+    evals = pd.read_csv(path)
+    if "seed" in evals.columns and set(evals["seed"]) != {args.seed}:
+        raise ValueError(
+            f"'{path}' holds the trajectories of seed(s) {sorted(set(evals['seed']))}, not "
+            f"--seed {args.seed}. Pass that seed's eval_trajectories.csv."
+        )
+    title = f"Pendulum controller, seed {args.seed} ({cfg['study']})"
+    row = animate_pendulum(
+        evals, cfg["pendulum"]["physics"], cfg["video"], args.mp4, args.gif, title
+    )
+    out = Path(args.mp4).parent
+    write_json(out / "animation.json", row)
+    prov = provenance.write(
+        out, cfg, stage="animate_pendulum", seed=args.seed, variant=args.variant, started=started
+    )
+    _track(
+        cfg,
+        args,
+        "animate_pendulum",
+        prov,
+        artifacts=[args.mp4, args.gif, out / "animation.json", out / "provenance.json"],
+    )
+    log.info(
+        "pendulum animation: %d starts, %d frames in %.1f s; %s %d bytes, %s %d bytes",
+        row["starts"],
+        row["frames"],
+        row["mp4_s"],
+        args.mp4,
+        row["mp4_bytes"],
+        args.gif,
+        row["gif_bytes"],
     )
 
 
@@ -751,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--obs-stats", required=True)
     p.add_argument("--episodes-out", required=True, help="CSV, one row per episode")
     p.add_argument("--summary-out", required=True, help="JSON summary")
+    p.add_argument(
+        "--video-dir",
+        help="folder for the first and worst episodes' videos (video.enabled); omit: none",
+    )
     p.add_argument("--mlflow-marker")
     p.set_defaults(func=cmd_evaluate_ppo)
 
@@ -781,6 +884,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="folder for weights, tables, checkpoint")
     p.add_argument("--mlflow-marker", help="MLflow marker from mlflow-init (omit: untracked)")
     p.set_defaults(func=cmd_train_pendulum)
+
+    p = sub.add_parser(
+        "animate-pendulum", help="MP4 and GIF of one seed's learned pendulum controller"
+    )
+    _common(p, seed=True)
+    p.add_argument("--trajectories", required=True, help="eval_trajectories.csv of the seed")
+    p.add_argument("--mp4", required=True)
+    p.add_argument("--gif", required=True)
+    p.add_argument("--mlflow-marker")
+    p.set_defaults(func=cmd_animate_pendulum)
 
     p = sub.add_parser("aggregate-pendulum", help="pendulum tables and bootstrap CIs across seeds")
     _common(p)

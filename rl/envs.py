@@ -25,19 +25,30 @@ def make_env(
     obs_stats: dict | None = None,
     reward_scale: float | None = None,
     device: str | torch.device = "cpu",
+    render_size: tuple[int, int] | None = None,
+    camera: dict | None = None,
 ) -> tuple[EnvBase, ObservationNorm | None]:
     """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
 
     Returns the env and its ObservationNorm (None without stats); keep that reference:
     TorchRL inserts its own vector-env transform first, so indexing would be fragile.
+    `render_size` (width, height): the copies render `rgb_array` frames of that size
+    (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
+    rendering reads the simulation, it never steps it or draws random numbers.
     """
     n = num_envs or env_cfg["num_envs"]
+    render = {}
+    if render_size is not None:
+        render = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
+        if camera:
+            render["default_camera_config"] = camera
     venv = gymnasium.make_vec(
         env_cfg["id"],
         num_envs=n,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
         max_episode_steps=env_cfg["max_episode_steps"],
+        **render,
     )
     base = GymWrapper(venv, device=device)
     norm = None
@@ -56,6 +67,12 @@ def make_env(
     env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)
     return env, norm
+
+
+def render_frame(env: EnvBase, index: int = 0):
+    """The current RGB frame (height, width, 3; uint8) of copy `index` of a `make_env` env
+    made with `render_size`."""
+    return env.base_env._env.render()[index]
 
 
 def observation_stats(env_cfg: dict, steps: int, seed: int) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import torch
 
@@ -32,17 +34,26 @@ def load_actor(cfg: dict, policy_path, device, env):
     return actor, weights
 
 
-def evaluate(cfg: dict, seed: int, policy_path, obs_stats: dict) -> pd.DataFrame:
+def _eval_env(cfg: dict, seed: int, policy_path, obs_stats: dict, render_size=None, camera=None):
+    """The evaluation env (seeded apart from training) and the trained actor."""
     device = resolve_device(cfg["device"])
-    torch.manual_seed(seed + cfg["evaluation"]["seed_offset"])
+    eval_seed = seed + cfg["evaluation"]["seed_offset"]
+    torch.manual_seed(eval_seed)
     env, _ = make_env(
         cfg["env"],
-        seed + cfg["evaluation"]["seed_offset"],
+        eval_seed,
         num_envs=1,
         obs_stats=obs_stats,
         device=device,
+        render_size=render_size,
+        camera=camera,
     )
     actor, _ = load_actor(cfg, policy_path, device, env)
+    return env, actor
+
+
+def evaluate(cfg: dict, seed: int, policy_path, obs_stats: dict) -> pd.DataFrame:
+    env, actor = _eval_env(cfg, seed, policy_path, obs_stats)
     n = cfg["evaluation"]["episodes"]
     progress = Progress(n, "episodes", cfg["progress"]["log_interval_seconds"])
     rows = []
@@ -53,6 +64,69 @@ def evaluate(cfg: dict, seed: int, policy_path, obs_stats: dict) -> pd.DataFrame
     progress.close()
     env.close()
     return pd.DataFrame(rows)
+
+
+def pick_episodes(episodes: pd.DataFrame) -> dict[str, int]:
+    """The episodes worth watching: the first, and the worst (lowest return; the earliest
+    of equals, which may be the first)."""
+    return {"first": 0, "worst": int(episodes["return"].to_numpy().argmin())}
+
+
+def record_episodes(cfg: dict, seed: int, policy_path, obs_stats: dict, episodes) -> dict:
+    """Raw RGB frames of the episodes `pick_episodes` chooses, without captions.
+
+    The evaluation is replayed in a fresh env made and seeded exactly as `evaluate` makes
+    it, rendering only the chosen episodes; rendering reads the simulation and never draws
+    random numbers, and each replayed episode must give the return and length `evaluate`
+    wrote (checked), so the videos show exactly the episodes in episodes.csv.
+    Returns {name: {episode, return, length, frames, render_ms_per_frame}}.
+    """
+    from rl.envs import render_frame
+    from rl.video import render_error
+
+    vcfg = cfg["video"]
+    picks = pick_episodes(episodes)
+    cap = vcfg["max_frames"] or cfg["env"]["max_episode_steps"]
+    env, actor = _eval_env(
+        cfg, seed, policy_path, obs_stats, (vcfg["width"], vcfg["height"]), vcfg["camera"]
+    )
+    recorded: dict[int, dict] = {}
+    try:
+        for episode in range(max(picks.values()) + 1):
+            frames: list = []
+            seconds = [0.0]
+
+            def on_state(env, frames=frames, seconds=seconds):
+                if len(frames) < cap:
+                    t0 = time.perf_counter()
+                    try:
+                        frames.append(render_frame(env))
+                    except Exception as exc:
+                        raise render_error(exc, vcfg["on_error"]) from exc
+                    seconds[0] += time.perf_counter() - t0
+
+            watch = episode in picks.values()
+            ret, length = evaluate_episode(
+                env, actor, cfg["env"]["max_episode_steps"], on_state if watch else None
+            )
+            want = episodes.iloc[episode]
+            if ret != float(want["return"]) or length != int(want["length"]):
+                raise RuntimeError(
+                    f"Replaying evaluation episode {episode} for its video gave return {ret} "
+                    f"and length {length}, not the evaluated {want['return']} and "
+                    f"{want['length']}: the environment or the policy is not deterministic "
+                    f"here. Set video.enabled: false to evaluate without videos."
+                )
+            if watch:
+                recorded[episode] = {
+                    "return": ret,
+                    "length": length,
+                    "frames": frames,
+                    "render_ms_per_frame": 1000 * seconds[0] / max(1, len(frames)),
+                }
+    finally:
+        env.close()
+    return {name: {"episode": i, **recorded[i]} for name, i in picks.items()}
 
 
 def summarise(episodes: pd.DataFrame) -> dict:

@@ -16,11 +16,16 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path next to `path`; on success it replaces `path`."""
+def atomic_path(path: str | Path, keep_suffix: bool = False):
+    """Yield a temporary path next to `path`; on success it replaces `path`.
+
+    `keep_suffix`: the temporary name ends with `path`'s suffix too (`.tmp.mp4`), for
+    writers that choose the file format by the extension (ffmpeg, Pillow).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

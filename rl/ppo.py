@@ -44,10 +44,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate_episode(env, actor, max_steps: int) -> tuple[float, int]:
-    """One deterministic episode (the policy's mode); returns (raw return, length)."""
+def evaluate_episode(env, actor, max_steps: int, on_state=None) -> tuple[float, int]:
+    """One deterministic episode (the policy's mode); returns (raw return, length).
+
+    `on_state(env)` is called after the reset and after every step but the last (the
+    environment resets itself on that one): the states of the episode, one per step, for
+    rendering. It must not act on the env; the episode is the same with or without it.
+    """
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+        if on_state is None:
+            rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+        else:
+            start = env.reset()
+            on_state(env)
+            rollout = env.rollout(
+                max_steps,
+                actor,
+                tensordict=start,
+                auto_reset=False,
+                break_when_any_done=True,
+                callback=lambda env, _: on_state(env),
+            )
     return float(rollout["next", "reward"].sum()), int(rollout["next", "step_count"].max())
 
 

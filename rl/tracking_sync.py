@@ -77,7 +77,14 @@ STAGES: dict[str, dict[str, Any]] = {
         "rows": _train_ppo_rows,
     },
     "evaluate_ppo": {
-        "artifacts": ("episodes.csv", "summary.json", "provenance.json"),
+        "artifacts": (
+            "episodes.csv",
+            "summary.json",
+            "provenance.json",
+            "videos.json",
+            "episode-*.mp4",
+            "episode-*.gif",
+        ),
         "rows": lambda folder: episode_rows(_read_csv(folder / "episodes.csv")),
     },
     "aggregate": {
@@ -89,6 +96,7 @@ STAGES: dict[str, dict[str, Any]] = {
         "artifacts": ("train_metrics.csv", "eval_trajectories.csv", "provenance.json"),
         "rows": lambda folder: table_rows(_read_csv(folder / "train_metrics.csv"), "frames"),
     },
+    "animate_pendulum": {"artifacts": ("animation.*", "provenance.json")},
     "aggregate_pendulum": {
         "artifacts": ("*.csv", "provenance.json"),
         "rows": lambda folder: summary_rows(_read_csv(folder / "summary.csv")),

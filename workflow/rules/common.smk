@@ -90,11 +90,50 @@ def log_path(rule_name, per_seed_rule=True):
     return os.path.join(OUT["logs"], rule_name, name)
 
 
+VIDEO = config["video"]
+# With on_error: skip a job may end without its episode videos, so only their manifest is
+# declared then; otherwise every video is an output (tracked, and in the report).
+DECLARE_VIDEOS = VIDEO["enabled"] and VIDEO["on_error"] == "fail"
+EPISODE_VIDEOS = ["first", "worst"]
+
+
+def eval_video_outputs():
+    """evaluate_ppo's video outputs (none without video.enabled), for `output: **...`."""
+    if not VIDEO["enabled"]:
+        return {}
+    outputs = {"videos": OUT["eval_videos"]}
+    for episode in EPISODE_VIDEOS if DECLARE_VIDEOS else []:
+        outputs[f"{episode}_mp4"] = report(
+            OUT["eval_video_mp4"].replace("{episode}", episode),
+            caption=f"../report/ppo_video_{episode}.rst",
+            category="Videos",
+            subcategory="PPO evaluation episodes",
+            labels={"seed": "{seed}", "variant": "{variant}", "episode": episode},
+        )
+        outputs[f"{episode}_gif"] = OUT["eval_video_gif"].replace("{episode}", episode)
+    return outputs
+
+
+def video_targets():
+    if not VIDEO["enabled"]:
+        return []
+    targets = per_seed("eval_videos")
+    targets += per_seed("pendulum_animation_mp4") + per_seed("pendulum_animation_gif")
+    for episode in EPISODE_VIDEOS if DECLARE_VIDEOS else []:
+        targets += expand(
+            [OUT["eval_video_mp4"], OUT["eval_video_gif"]],
+            variant=VARIANTS_OF["ppo"],
+            seed=SEEDS,
+            episode=episode,
+        )
+    return targets
+
+
 def all_targets():
     ppo = ["fig_png", "fig_pdf", "fig_stats_png", "fig_stats_pdf", "agg_summary"]
     pendulum = ["fig_pendulum_png", "fig_pendulum_pdf", "agg_pendulum_summary"]
     keys = (ppo if VARIANTS_OF["ppo"] else []) + (pendulum if VARIANTS_OF["pendulum"] else [])
-    return [OUT[k] for k in keys]
+    return [OUT[k] for k in keys] + video_targets()
 
 
 def settings_hash(*sections):

@@ -26,6 +26,35 @@ rule train_pendulum:
         " {params.marker} > {log} 2>&1"
 
 
+rule animate_pendulum:
+    input:
+        MLFLOW_MARKER,
+        evals=OUT["pendulum_eval"],
+    output:
+        mp4=report(
+            OUT["pendulum_animation_mp4"],
+            caption="../report/pendulum_animation.rst",
+            category="Videos",
+            subcategory="Pendulum controller",
+            labels={"seed": "{seed}", "variant": "{variant}"},
+        ),
+        gif=OUT["pendulum_animation_gif"],
+    log:
+        log_path("animate_pendulum"),
+    params:
+        config=RESOLVED_CONFIG,
+        settings=settings_hash("video", "pendulum"),
+        marker=MARKER_ARG,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    shell:
+        "python -m rl animate-pendulum --config {params.config} --seed {wildcards.seed}"
+        " --variant {wildcards.variant} --threads {threads} --trajectories {input.evals}"
+        " --mp4 {output.mp4} --gif {output.gif} {params.marker} > {log} 2>&1"
+
+
 rule aggregate_pendulum:
     input:
         MLFLOW_MARKER,

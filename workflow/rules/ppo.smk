@@ -56,11 +56,13 @@ rule evaluate_ppo:
     output:
         episodes=OUT["eval_episodes"],
         summary=OUT["eval_summary"],
+        **eval_video_outputs(),
     log:
         log_path("evaluate_ppo"),
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash("env", "evaluation", "device"),
+        settings=settings_hash("env", "evaluation", "device", "video"),
+        videos=f"--video-dir {OUT['eval_dir']}" if VIDEO["enabled"] else "",
         marker=MARKER_ARG,
     threads: 1
     resources:
@@ -70,4 +72,4 @@ rule evaluate_ppo:
         "python -m rl evaluate-ppo --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --policy {input.policy}"
         " --obs-stats {input.stats} --episodes-out {output.episodes}"
-        " --summary-out {output.summary} {params.marker} > {log} 2>&1"
+        " --summary-out {output.summary} {params.videos} {params.marker} > {log} 2>&1"
