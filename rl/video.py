@@ -49,7 +49,17 @@ def configure_gl(vcfg: dict) -> str:
     return backend
 
 
+def _ignore_half_built_viewer(unraisable) -> None:
+    """gymnasium's OffScreenViewer.__del__ fails on a viewer whose OpenGL context never
+    started, and Python prints that traceback beside our message: drop that one."""
+    exc = unraisable.exc_value
+    if isinstance(exc, AttributeError) and "opengl_context" in str(exc):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def render_error(exc: BaseException, on_error: str) -> RenderUnavailable:
+    sys.unraisablehook = _ignore_half_built_viewer
     backend = os.environ.get("MUJOCO_GL", "(unset)")
     needs = GL_PACKAGES.get(backend, "a working OpenGL backend")
     return RenderUnavailable(

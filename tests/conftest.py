@@ -1,10 +1,14 @@
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# MuJoCo picks its OpenGL backend when first imported: headless EGL for every test (as the
+# verbs and the image do), set before any test makes an environment.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture
