@@ -1,8 +1,10 @@
 """Review: the MLflow UI server on the ci study's store (the real workflow, run once per
 session). Through MLflow's REST API: the experiment, the parent/child hierarchy, params,
 metrics, artifacts and the logged policies; in Debian's headless chromium (driven by
-Selenium): the experiment page lists every run by name. A screenshot is saved."""
+Selenium): the experiment page lists every run by name, and the artifact view plays an
+evaluation video. Screenshots are saved."""
 
+import json
 import os
 import shutil
 import signal
@@ -103,7 +105,13 @@ def test_rest_api_shows_experiment_hierarchy_params_metrics(server, runs):
     assert set(parents) == {"ci-all-seeds"} | {f"default-seed{s}" for s in seeds}
     stages = [r for r in found if r["tags"]["rl.kind"] == "stage"]
     names = sorted(r["info"]["run_name"] for r in stages)
-    per_seed_stages = ("obs_norm_stats", "train_ppo", "evaluate_ppo", "train_pendulum")
+    per_seed_stages = (
+        "obs_norm_stats",
+        "train_ppo",
+        "evaluate_ppo",
+        "train_pendulum",
+        "animate_pendulum",
+    )
     assert names == sorted(
         [f"{st}-seed{s}" for st in per_seed_stages for s in seeds]
         + ["aggregate", "plot", "aggregate_pendulum", "plot_pendulum"]
@@ -190,7 +198,7 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def test_browser_finds_every_run_by_name(server, runs, tmp_path):
+def _driver(tmp_path):
     found = _chromium()
     if found is None:
         if os.environ.get("CI") == "true":
@@ -201,17 +209,22 @@ def test_browser_finds_every_run_by_name(server, runs, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = found[0]
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(found[1]), options=options)
+
+
+def test_browser_finds_every_run_by_name(server, runs, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     base, _, _ = server
     exp, all_runs = runs
     expected = {r["info"]["run_name"] for r in all_runs}
-    options = Options()
-    options.binary_location = found[0]
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    driver = _driver(tmp_path)
     shot = tmp_path / "mlflow-experiment.png"
     try:
         driver.set_page_load_timeout(120)
@@ -234,3 +247,47 @@ def test_browser_finds_every_run_by_name(server, runs, tmp_path):
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000
+
+
+def test_browser_plays_a_video_artifact(server, runs, tmp_path):
+    """MLflow's artifact view previews an MP4 in a <video> element (MLflow 3's UI does):
+    the first evaluation episode of seed 0 loads in Chromium, with its real duration."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, workdir, _ = server
+    exp, all_runs = runs
+    (run,) = [
+        r
+        for r in all_runs
+        if r["tags"].get("rl.stage") == "evaluate_ppo" and r["tags"]["rl.seed"] == "0"
+    ]
+    manifest = workdir / "results" / "ci" / "default" / "seed0" / "eval" / "videos.json"
+    first = json.loads(manifest.read_text())["videos"]["first"]
+    run_id = run["info"]["run_id"]
+    driver = _driver(tmp_path)
+    shot = tmp_path / "mlflow-video.png"
+    state = (
+        "const v = document.querySelector('video');"
+        "return v ? {src: v.currentSrc, ready: v.readyState, duration: v.duration,"
+        " error: v.error && v.error.code, width: v.videoWidth} : null;"
+    )
+    try:
+        driver.set_page_load_timeout(120)
+        driver.get(
+            f"{base}/#/experiments/{exp['experiment_id']}/runs/{run_id}/artifacts/episode-first.mp4"
+        )
+        wait = WebDriverWait(driver, 180, poll_frequency=1)
+        try:
+            wait.until(lambda d: d.find_elements(By.TAG_NAME, "video"))
+            video = wait.until(
+                lambda d: (v := d.execute_script(state)) and (v["duration"] or 0) > 0 and v
+            )
+        finally:
+            driver.save_screenshot(str(shot))
+            print(f"\nscreenshot: {shot}")
+    finally:
+        driver.quit()
+    assert video["error"] is None and video["ready"] >= 1
+    assert video["width"] == first["width"]
+    assert video["duration"] == pytest.approx(first["frames"] / first["fps"], abs=0.06)

@@ -91,6 +91,7 @@ def test_live_records_are_complete(live):
     stages = {k[1] for k in recs if k[0] == "stage"}
     assert stages == {"obs_norm_stats", "train_ppo", "evaluate_ppo", "aggregate", "plot"} | {
         "train_pendulum",
+        "animate_pendulum",
         "aggregate_pendulum",
         "plot_pendulum",
     }

@@ -165,6 +165,7 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
         "aggregate": 1,
         "plot": 1,
         "train_pendulum": n,
+        "animate_pendulum": n,
         "aggregate_pendulum": 1,
         "plot_pendulum": 1,
     }
@@ -205,6 +206,59 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
     assert {"pendulum.png", "pendulum.pdf"} <= files
     (agg,) = by_stage["aggregate_pendulum"]
     assert "final_step_reward.mean" in agg.data.metrics
+
+
+def test_videos_exist_for_every_seed_and_reach_mlflow(ci_run):
+    from mlflow.tracking import MlflowClient
+
+    from rl.video import probe
+
+    workdir, cfg, _ = ci_run
+    study = workdir / "results" / "ci"
+    video = cfg["video"]
+    for seed in cfg["seeds"]:
+        d = study / "default" / f"seed{seed}"
+        episodes = pd.read_csv(d / "eval" / "episodes.csv")
+        manifest = json.loads((d / "eval" / "videos.json").read_text())
+        assert set(manifest["videos"]) == {"first", "worst"}
+        assert manifest["videos"]["worst"]["return"] == episodes["return"].min()
+        for name, row in manifest["videos"].items():
+            info = probe(d / "eval" / f"episode-{name}.mp4")
+            assert info["codec"] == "h264" and info["size"] == (video["width"], video["height"])
+            assert info["frames"] == row["frames"] == min(row["length"], video["max_frames"])
+            assert Image.open(d / "eval" / f"episode-{name}.gif").n_frames >= 1
+        anim = d / "pendulum" / "animation"
+        info = probe(anim / "animation.mp4")
+        assert info["frames"] == min(cfg["pendulum"]["eval_steps"], video["max_frames"])
+        assert Image.open(anim / "animation.gif").n_frames >= 2
+        assert json.loads((anim / "provenance.json").read_text())["rule"] == "animate_pendulum"
+    marker = json.loads((study / "mlflow" / "initialised.json").read_text())
+    client = MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs([marker["experiment_id"]], max_results=1000)
+    for run in runs:
+        stage = run.data.tags.get("rl.stage")
+        files = {f.path for f in client.list_artifacts(run.info.run_id)}
+        if stage == "evaluate_ppo":
+            assert {"episode-first.mp4", "episode-worst.mp4", "videos.json"} <= files
+            assert {"episode-first.gif", "episode-worst.gif"} <= files
+        if stage == "animate_pendulum":
+            assert {"animation.mp4", "animation.gif", "provenance.json"} <= files
+
+
+def test_report_holds_the_videos_with_captions(ci_run, tmp_path):
+    import zipfile
+
+    workdir, cfg, _ = ci_run
+    report = tmp_path / "report.zip"
+    snakemake(workdir, "--configfile", "configs/ci.yaml", "--report", str(report))
+    with zipfile.ZipFile(report) as z:
+        names = z.namelist()
+        html = z.read(next(n for n in names if n.endswith("report.html"))).decode()
+    n = len(cfg["seeds"])
+    for video in ("episode-first.mp4", "episode-worst.mp4", "animation.mp4"):
+        assert sum(name.endswith("/" + video) for name in names) == n, names
+    assert "The worst evaluation episode (lowest return)" in html
+    assert "The learned pendulum controller" in html
 
 
 def test_second_run_does_nothing(ci_run):
