@@ -258,3 +258,32 @@ def test_animation_of_a_wrong_table_is_a_clear_error(cfg, tmp_path):
     proc = _verb([*args, "--trajectories", str(tmp_path / "none.csv"), *out])
     assert proc.returncode == 1 and "Missing pendulum trajectories" in proc.stderr
     assert not (tmp_path / "a.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "video, present, absent",
+    [
+        ({}, ["animate_pendulum", "episode-first.mp4", "episode-worst.gif"], []),
+        ({"on_error": "skip"}, ["animate_pendulum", "videos.json"], ["episode-first.mp4"]),
+        ({"enabled": False}, [], ["animate_pendulum", "videos.json", ".mp4", "--video-dir"]),
+    ],
+)
+def test_the_switch_decides_which_video_jobs_run(make_workdir, tmp_path, video, present, absent):
+    """The planned jobs (a dry run of the real Snakefile): videos are declared outputs, the
+    switch removes them and the animation rule, and with on_error: skip only the manifest
+    is declared (a job may end without the videos)."""
+    workdir = make_workdir("dryrun")
+    config_path = _config(tmp_path, **video)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", str(config_path)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = proc.stdout + proc.stderr
+    for text in present:
+        assert text in plan, text
+    for text in absent:
+        assert text not in plan, text
