@@ -117,8 +117,11 @@ def eval_video_outputs():
 def video_targets():
     if not VIDEO["enabled"]:
         return []
-    targets = per_seed("eval_videos")
-    targets += per_seed("pendulum_animation_mp4") + per_seed("pendulum_animation_gif")
+    targets = [
+        *per_seed("eval_videos"),
+        *per_seed("pendulum_animation_mp4"),
+        *per_seed("pendulum_animation_gif"),
+    ]
     for episode in EPISODE_VIDEOS if DECLARE_VIDEOS else []:
         targets += expand(
             [OUT["eval_video_mp4"], OUT["eval_video_gif"]],
