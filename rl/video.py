@@ -144,15 +144,16 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> Pat
 def gif_frames(
     frames: Sequence[np.ndarray], fps: float, vcfg: dict
 ) -> tuple[list[np.ndarray], float]:
-    """The GIF's frames (every k-th, at most gif_max_seconds, gif_width wide) and its fps."""
+    """The GIF's frames (every k-th, at most gif_max_seconds, scaled by gif_scale) and its
+    frame rate."""
     from PIL import Image
 
     step = max(1, round(fps / vcfg["gif_fps"]))
     gif_fps = fps / step
     keep = list(frames[::step])[: max(1, int(vcfg["gif_max_seconds"] * gif_fps))]
     height, width = keep[0].shape[:2]
-    new_w = min(width, vcfg["gif_width"])
-    new_h = max(1, round(height * new_w / width))
+    new_w = max(1, round(width * vcfg["gif_scale"]))
+    new_h = max(1, round(height * vcfg["gif_scale"]))
     if new_w != width:
         keep = [
             np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.LANCZOS))
@@ -334,7 +335,7 @@ def animate_pendulum(
     gif_fps = vcfg["fps"] / step
     frames = list(range(0, steps, step))[: max(1, int(vcfg["gif_max_seconds"] * gif_fps))]
     small = animation.FuncAnimation(fig, draw, frames=frames, blit=False)
-    gif_dpi = dpi * min(1.0, vcfg["gif_width"] / vcfg["animation_width"])
+    gif_dpi = dpi * vcfg["gif_scale"]
     with atomic_path(gif, keep_suffix=True) as tmp:
         small.save(tmp, writer=animation.PillowWriter(fps=gif_fps), dpi=gif_dpi)
     plt.close(fig)

@@ -10,6 +10,7 @@ VERBS = [
     "obs-norm-stats",
     "train-ppo",
     "evaluate-ppo",
+    "animate-pendulum",
     "aggregate",
     "plot",
     "export-reference",
