@@ -37,6 +37,12 @@ def configure_gl(vcfg: dict) -> str:
     """Choose MuJoCo's OpenGL backend before mujoco is imported; MUJOCO_GL in the
     environment wins over `video.mujoco_gl`. Returns the backend in force."""
     backend = os.environ.get("MUJOCO_GL") or vcfg["mujoco_gl"]
+    if backend not in GL_PACKAGES:
+        raise RenderUnavailable(
+            f"MUJOCO_GL={backend} (from the environment) is not an OpenGL backend MuJoCo can "
+            f"render videos with here: use egl (headless: GPU or Mesa), osmesa (software) or "
+            f"glfw (a display), or unset it to use video.mujoco_gl ({vcfg['mujoco_gl']})."
+        )
     if "mujoco" in sys.modules and os.environ.get("MUJOCO_GL", "") != backend:
         raise RenderUnavailable(
             f"mujoco was imported before its OpenGL backend was chosen (MUJOCO_GL is "

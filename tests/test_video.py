@@ -216,6 +216,14 @@ def test_no_egl_is_one_clear_paragraph_or_a_warned_skip(policy, tmp_path):
     assert not list(out.glob("*.mp4")) and not list(out.glob("*.gif"))
 
 
+def test_unknown_mujoco_gl_is_refused_before_mujoco_starts(policy, tmp_path):
+    out = tmp_path / "out"
+    proc = _verb(_evaluate_args(_config(tmp_path), policy, out, True), {"MUJOCO_GL": "vulkan"})
+    assert proc.returncode == 1 and "MUJOCO_GL=vulkan" in proc.stderr
+    assert "egl" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_bad_video_config_names_the_key(cfg):
     raw = yaml.safe_load((REPO / "configs" / "ci.yaml").read_text())
     raw["video"]["width"] = 65
