@@ -198,26 +198,41 @@ def _device(name: str):
     return resolve_device(name)
 
 
-def _episode_videos(cfg, args, episodes, stats: dict) -> list[Path]:
+def _unless_skipped(cfg, step, *args):
+    """Run a rendering step; with video.on_error: skip, a renderer that cannot work is a
+    warning (returned as the reason) instead of failing the job."""
+    from rl.video import RenderUnavailable
+
+    try:
+        return step(*args), None
+    except RenderUnavailable as exc:
+        if cfg["video"]["on_error"] != "skip":
+            raise
+        log.warning("no evaluation videos (video.on_error: skip): %s", exc)
+        return None, str(exc)
+
+
+def _episode_videos(cfg, args, episodes, stats: dict, skipped: str | None) -> list[Path]:
     """Render, caption and write the first and the worst evaluation episode; returns the
-    files written (videos.json always). With video.on_error: skip, a renderer that cannot
-    start is reported as a warning and in videos.json instead of failing the job."""
+    files written (videos.json always, with the reason when they were skipped)."""
     from rl.evaluation import record_episodes
     from rl.files import write_json
-    from rl.video import RenderUnavailable, episode_video_paths, write_episode_videos
+    from rl.video import episode_video_paths, write_episode_videos
 
     vcfg = cfg["video"]
     paths = episode_video_paths(args.video_dir)
     manifest = {"mujoco_gl": os.environ.get("MUJOCO_GL"), "on_error": vcfg["on_error"]}
-    try:
-        recordings = record_episodes(cfg, args.seed, args.policy, stats, episodes)
-        title = f"{cfg['env']['id']}, seed {args.seed}"
-        manifest["videos"] = write_episode_videos(recordings, args.video_dir, vcfg, title)
-    except RenderUnavailable as exc:
-        if vcfg["on_error"] != "skip":
-            raise
-        log.warning("no evaluation videos (video.on_error: skip): %s", exc)
-        manifest["skipped"] = str(exc)
+    if skipped is None:
+
+        def record():
+            recordings = record_episodes(cfg, args.seed, args.policy, stats, episodes)
+            title = f"{cfg['env']['id']}, seed {args.seed}"
+            return write_episode_videos(recordings, args.video_dir, vcfg, title)
+
+        manifest["videos"], skipped = _unless_skipped(cfg, record)
+    if skipped is not None:
+        manifest.pop("videos", None)
+        manifest["skipped"] = skipped
     write_json(paths["manifest"], manifest)
     for name, row in manifest.get("videos", {}).items():
         log.info(
@@ -242,10 +257,14 @@ def cmd_evaluate_ppo(args) -> None:
 
     cfg = _setup(args)
     record = cfg["video"]["enabled"] and args.video_dir is not None
+    skipped = None
     if record:
         from rl.video import configure_gl
 
         configure_gl(cfg["video"])  # before anything imports mujoco
+        from rl.evaluation import check_rendering
+
+        _, skipped = _unless_skipped(cfg, check_rendering, cfg)  # fail before evaluating
     from rl.evaluation import evaluate, summarise
     from rl.files import read_json, write_csv, write_json
     from rl.tracking_sync import episode_rows
@@ -257,7 +276,7 @@ def cmd_evaluate_ppo(args) -> None:
     summary = summarise(episodes) | {"variant": args.variant, "seed": args.seed}
     videos = []
     if record:
-        videos = _episode_videos(cfg, args, episodes, stats)
+        videos = _episode_videos(cfg, args, episodes, stats, skipped)
     write_csv(args.episodes_out, episodes)
     write_json(args.summary_out, summary)
     prov = provenance.write(

@@ -72,6 +72,32 @@ def pick_episodes(episodes: pd.DataFrame) -> dict[str, int]:
     return {"first": 0, "worst": int(episodes["return"].to_numpy().argmin())}
 
 
+def check_rendering(cfg: dict) -> None:
+    """Render one frame of a fresh environment of the evaluation's kind, so that a missing
+    OpenGL library is reported before the evaluation runs, not after it. This environment
+    is not the evaluation's: the evaluation's numbers do not depend on it."""
+    from rl.envs import render_frame
+    from rl.video import check_frames, render_error
+
+    vcfg = cfg["video"]
+    env, _ = make_env(
+        cfg["env"],
+        0,
+        num_envs=1,
+        render_size=(vcfg["width"], vcfg["height"]),
+        camera=vcfg["camera"],
+    )
+    try:
+        env.reset()
+        try:
+            frame = render_frame(env)
+        except Exception as exc:
+            raise render_error(exc, vcfg["on_error"]) from exc
+        check_frames([frame], "the first rendered frame")
+    finally:
+        env.close()
+
+
 def record_episodes(cfg: dict, seed: int, policy_path, obs_stats: dict, episodes) -> dict:
     """Raw RGB frames of the episodes `pick_episodes` chooses, without captions.
 

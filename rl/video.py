@@ -68,14 +68,14 @@ def render_error(exc: BaseException, on_error: str) -> RenderUnavailable:
     sys.unraisablehook = _ignore_half_built_viewer
     backend = os.environ.get("MUJOCO_GL", "(unset)")
     needs = GL_PACKAGES.get(backend, "a working OpenGL backend")
+    why = f"{type(exc).__name__}: {str(exc).strip().rstrip('.')[:300]}"
     return RenderUnavailable(
-        f"MuJoCo cannot render offscreen with MUJOCO_GL={backend}: "
-        f"{type(exc).__name__}: {str(exc).strip()[:300]}. Rendering the evaluation videos "
-        f"needs {needs}; on Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 "
-        f"libgl1-mesa-dri libopengl0 (for MUJOCO_GL=egl), or apt-get install libosmesa6 "
-        f"and set MUJOCO_GL=osmesa (or video.mujoco_gl: osmesa). Without rendering, set "
-        f"video.enabled: false, or video.on_error: skip to warn and go on without the "
-        f"videos (now: on_error {on_error})."
+        f"MuJoCo cannot render offscreen with MUJOCO_GL={backend} ({why}). The evaluation "
+        f"videos need {needs}. Fix: on Debian/Ubuntu `apt-get install libegl1 libegl-mesa0 "
+        f"libgl1-mesa-dri libopengl0` for MUJOCO_GL=egl, or `apt-get install libosmesa6` "
+        f"and MUJOCO_GL=osmesa (or video.mujoco_gl: osmesa); or go on without videos: "
+        f"video.enabled: false, or video.on_error: skip to warn and skip them (now: "
+        f"{on_error})."
     )
 
 

@@ -203,6 +203,7 @@ def test_no_egl_is_one_clear_paragraph_or_a_warned_skip(policy, tmp_path):
     for needed in ("MUJOCO_GL=egl", "libegl1", "libgl1-mesa-dri", "osmesa", "video.on_error"):
         assert needed in error[0]
     assert "Traceback" not in proc.stderr
+    assert "episodes 3/3" not in proc.stderr  # found before the evaluation, not after it
     assert not (out / "episodes.csv").exists() and not list(out.glob("*.mp4"))
 
     out = tmp_path / "skip"
