@@ -256,6 +256,7 @@ def cmd_evaluate_ppo(args) -> None:
     from rl import provenance
 
     cfg = _setup(args)
+    started = datetime.now(UTC)
     record = cfg["video"]["enabled"] and args.video_dir is not None
     skipped = None
     if record:
@@ -269,7 +270,6 @@ def cmd_evaluate_ppo(args) -> None:
     from rl.files import read_json, write_csv, write_json
     from rl.tracking_sync import episode_rows
 
-    started = datetime.now(UTC)
     stats = read_json(args.obs_stats, "observation statistics")
     episodes = evaluate(cfg, args.seed, args.policy, stats)
     episodes = episodes.assign(variant=args.variant, seed=args.seed)
