@@ -217,6 +217,20 @@ def _hint(err: jsonschema.ValidationError) -> str:
     return "Fix the value."
 
 
+def check_env_id(env_id: str, source: str = "the config") -> None:
+    """A registered gymnasium id, or a ConfigError naming the key (at parse time, not in a job)."""
+    import gymnasium  # registers the ids; light (no torch)
+
+    if env_id not in gymnasium.registry:
+        name = env_id.split("-")[0]
+        close = sorted(k for k in gymnasium.registry if k.split("-")[0] == name)
+        raise ConfigError(
+            f"Invalid config key 'env.id' in {source}: '{env_id}' is not a registered "
+            f"gymnasium environment id (ids of that name: {', '.join(close) or 'none'}). "
+            f"Use a registered id, e.g. InvertedDoublePendulum-v5."
+        )
+
+
 def check_semantics(cfg: dict, source: str = "the config") -> None:
     """Cross-field constraints (the schema checks each field alone)."""
     ppo, env = cfg["ppo"], cfg["env"]
@@ -245,18 +259,7 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"{ppo['frames_per_batch']}",
             "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
-    env_id = env["id"]
-    import gymnasium  # registers the ids; light (no torch)
-
-    if env_id not in gymnasium.registry:
-        name = env_id.split("-")[0]
-        close = sorted(k for k in gymnasium.registry if k.split("-")[0] == name)
-        fail(
-            "env.id",
-            f"'{env_id}' is not a registered gymnasium environment id (ids of that name: "
-            f"{', '.join(close) or 'none'})",
-            "Use a registered id, e.g. InvertedDoublePendulum-v5.",
-        )
+    check_env_id(env["id"], source)
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
         from rl.tracking import has_credentials  # imports neither torch nor mlflow

@@ -16,6 +16,8 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymWrapper
 
+from rl.config import check_env_id
+
 
 def make_env(
     env_cfg: dict,
@@ -36,6 +38,7 @@ def make_env(
     (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
     rendering reads the simulation, it never steps it or draws random numbers.
     """
+    check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     render = {}
     if render_size is not None:
