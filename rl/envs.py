@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import gymnasium
 import torch
 from gymnasium.vector import AutoresetMode
@@ -29,6 +31,7 @@ def make_env(
     device: str | torch.device = "cpu",
     render_size: tuple[int, int] | None = None,
     camera: dict | None = None,
+    episode_steps: list[int] | None = None,
 ) -> tuple[EnvBase, ObservationNorm | None]:
     """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
 
@@ -37,6 +40,8 @@ def make_env(
     `render_size` (width, height): the copies render `rgb_array` frames of that size
     (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
     rendering reads the simulation, it never steps it or draws random numbers.
+    `episode_steps`: the copies' time limits, cycled over them (training only; None:
+    `env_cfg`'s max_episode_steps for all).
     """
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
@@ -45,14 +50,22 @@ def make_env(
         render = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
         if camera:
             render["default_camera_config"] = camera
-    venv = gymnasium.make_vec(
-        env_cfg["id"],
-        num_envs=n,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        max_episode_steps=env_cfg["max_episode_steps"],
-        **render,
-    )
+    cycle = episode_steps or [env_cfg["max_episode_steps"]]
+    limits = [cycle[i % len(cycle)] for i in range(n)]
+    if len(set(limits)) == 1:
+        venv = gymnasium.make_vec(
+            env_cfg["id"],
+            num_envs=n,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            max_episode_steps=limits[0],
+            **render,
+        )
+    else:  # what make_vec builds, with a time limit per copy
+        venv = gymnasium.vector.SyncVectorEnv(
+            [partial(gymnasium.make, env_cfg["id"], max_episode_steps=m, **render) for m in limits],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
     base = GymWrapper(venv, device=device)
     norm = None
     transforms = []

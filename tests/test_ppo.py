@@ -94,3 +94,34 @@ def test_divergence_stops_with_a_diagnosis_and_keeps_the_checkpoint(cfg, stats, 
     cfg["ppo"]["lr"] = 1e30  # the first update blows the weights up
     with pytest.raises(TrainingDiverged, match="diverged at frame"):
         train(cfg, 0, stats, tmp_path)
+
+
+def test_training_episodes_are_truncated_not_terminated(cfg, stats):
+    """ppo.train_episode_steps cuts training episodes as a time limit (truncated, so GAE
+    bootstraps the value there), per env copy, while the evaluation keeps
+    env.max_episode_steps."""
+    from rl.ppo import build
+
+    def time_limited(env):
+        rollout = env.rollout(12, env.rand_action, break_when_any_done=False)
+        steps = rollout["next", "step_count"].squeeze(-1)
+        cut = rollout["next", "truncated"].squeeze(-1) & ~rollout["next", "terminated"].squeeze(-1)
+        return steps, cut
+
+    cfg["env"]["num_envs"] = 4
+    cfg["ppo"]["train_episode_steps"] = [5]
+    env, _, _ = build(cfg, 0, stats, torch.device("cpu"))
+    steps, cut = time_limited(env)
+    env.close()
+    assert int(steps.max()) == 5
+    assert bool(cut.any()) and bool((steps[cut] == 5).all()), "cut at 5 steps, not terminated"
+    cfg["ppo"]["train_episode_steps"] = [3, 1000]  # copies 0 and 2 at 3 steps, 1 and 3 at 1000
+    env, _, _ = build(cfg, 0, stats, torch.device("cpu"))
+    steps, cut = time_limited(env)
+    env.close()
+    assert bool(cut[0::2].any()) and bool((steps[0::2][cut[0::2]] == 3).all())
+    assert not bool(cut[1::2].any()) and int(steps[1::2].max()) > 3
+    full, _ = make_env(cfg["env"], 0, num_envs=4, obs_stats=stats)
+    _, cut = time_limited(full)
+    full.close()
+    assert not bool(cut.any()), "evaluation-length episodes are not cut at 5 steps"
