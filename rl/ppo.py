@@ -71,16 +71,28 @@ def evaluate_episode(env, actor, max_steps: int, on_state=None) -> tuple[float, 
 def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     ppo = cfg["ppo"]
     env, _ = make_env(
-        cfg["env"], seed, obs_stats=obs_stats, reward_scale=ppo["reward_scale"], device=device
+        cfg["env"],
+        seed,
+        obs_stats=obs_stats,
+        reward_scale=ppo["reward_scale"],
+        device=device,
+        episode_steps=ppo["train_episode_steps"],
     )
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_actor_critic(ppo, obs_dim, env.action_spec, device)
     return env, actor, critic
 
 
+# Bumped when the loop's state layout changes (optimiser parameter order, ...): a
+# checkpoint written by an older loop is then refused with the "other settings" error.
+LOOP_VERSION = 2
+
+
 def training_settings(cfg: dict) -> dict:
-    """The config sections a PPO run's numbers depend on (a checkpoint must match them)."""
-    return {k: cfg[k] for k in ("env", "obs_norm", "ppo", "evaluation", "device")}
+    """What a PPO run's numbers depend on: its config sections and the loop's version (a
+    checkpoint must match them)."""
+    settings = {k: cfg[k] for k in ("env", "obs_norm", "ppo", "evaluation", "device")}
+    return {**settings, "loop_version": LOOP_VERSION}
 
 
 class TrainingDiverged(RuntimeError):
@@ -149,6 +161,9 @@ def train(
         entropy_coeff=ppo["entropy_coef"],
         critic_coeff=ppo["critic_coef"],
         loss_critic_type=ppo["loss_critic_type"],
+        # Use actor and critic as they are: the functional default swaps a parameter copy
+        # into both modules on every call (loss forward 3.8 -> 2.7 ms at minibatch 64).
+        functional=False,
     )
     advantage = GAE(
         gamma=ppo["gamma"],
@@ -157,7 +172,8 @@ def train(
         average_gae=True,
         device=device,
     )
-    optim = torch.optim.Adam(loss_module.parameters(), lr=ppo["lr"])
+    # fused: one kernel for all parameters instead of a loop of small ops (CPU and CUDA)
+    optim = torch.optim.Adam(loss_module.parameters(), lr=ppo["lr"], fused=True)
     n_batches = ppo["total_frames"] // ppo["frames_per_batch"]
     if ppo["anneal_lr"]:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=n_batches, eta_min=0.0)
