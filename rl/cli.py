@@ -1000,6 +1000,10 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # TorchRL logs every storage it initialises at INFO: one line per PPO batch, drowning
+    # the progress lines in the job logs. Its warnings still show (it reads this variable
+    # when imported, which the verbs do later; RL_LOGGING_LEVEL=INFO brings them back).
+    os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
     t0 = time.perf_counter()
     try:
         args.func(args)
