@@ -32,6 +32,7 @@ def make_env(
     render_size: tuple[int, int] | None = None,
     camera: dict | None = None,
     episode_steps: list[int] | None = None,
+    reset_noise_scale: float | None = None,
 ) -> tuple[EnvBase, ObservationNorm | None]:
     """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
 
@@ -41,31 +42,29 @@ def make_env(
     (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
     rendering reads the simulation, it never steps it or draws random numbers.
     `episode_steps`: the copies' time limits, cycled over them (training only; None:
-    `env_cfg`'s max_episode_steps for all).
+    `env_cfg`'s max_episode_steps for all). `reset_noise_scale`: the MuJoCo task's start-
+    state noise (training only; None: the task's own).
     """
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
-    render = {}
+    kwargs = {}  # gymnasium.make's, for every copy
     if render_size is not None:
-        render = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
+        kwargs = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
         if camera:
-            render["default_camera_config"] = camera
+            kwargs["default_camera_config"] = camera
+    if reset_noise_scale is not None:
+        kwargs["reset_noise_scale"] = reset_noise_scale
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
     limits = [cycle[i % len(cycle)] for i in range(n)]
-    if len(set(limits)) == 1:
-        venv = gymnasium.make_vec(
-            env_cfg["id"],
-            num_envs=n,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            max_episode_steps=limits[0],
-            **render,
-        )
-    else:  # what make_vec builds, with a time limit per copy
-        venv = gymnasium.vector.SyncVectorEnv(
-            [partial(gymnasium.make, env_cfg["id"], max_episode_steps=m, **render) for m in limits],
-            autoreset_mode=AutoresetMode.SAME_STEP,
-        )
+    try:
+        venv = _vector_env(env_cfg["id"], limits, kwargs)
+    except TypeError as exc:
+        if reset_noise_scale is None:
+            raise
+        raise ValueError(
+            f"Invalid config key 'ppo.train_reset_noise_scale': {env_cfg['id']} does not take "
+            f"a reset_noise_scale ({exc}). Set it to null for this task."
+        ) from None
     base = GymWrapper(venv, device=device)
     norm = None
     transforms = []
@@ -83,6 +82,24 @@ def make_env(
     env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)
     return env, norm
+
+
+def _vector_env(env_id: str, limits: list[int], kwargs: dict) -> gymnasium.vector.VectorEnv:
+    """Synchronous copies of `env_id` (same-step autoreset), copy i time-limited at
+    limits[i]: gymnasium's make_vec when the limits agree, else what it builds, by hand."""
+    if len(set(limits)) == 1:
+        return gymnasium.make_vec(
+            env_id,
+            num_envs=len(limits),
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+            max_episode_steps=limits[0],
+            **kwargs,
+        )
+    return gymnasium.vector.SyncVectorEnv(
+        [partial(gymnasium.make, env_id, max_episode_steps=m, **kwargs) for m in limits],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
 
 
 def render_frame(env: EnvBase, index: int = 0):

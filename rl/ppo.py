@@ -77,6 +77,7 @@ def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
         reward_scale=ppo["reward_scale"],
         device=device,
         episode_steps=ppo["train_episode_steps"],
+        reset_noise_scale=ppo["train_reset_noise_scale"],
     )
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_actor_critic(ppo, obs_dim, env.action_spec, device)

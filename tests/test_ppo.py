@@ -125,3 +125,30 @@ def test_training_episodes_are_truncated_not_terminated(cfg, stats):
     _, cut = time_limited(full)
     full.close()
     assert not bool(cut.any()), "evaluation-length episodes are not cut at 5 steps"
+
+
+def test_training_reset_noise_widens_the_starts_only_in_training(cfg, stats):
+    """ppo.train_reset_noise_scale reaches the training copies' MuJoCo resets; the evaluation
+    env keeps the task's own start distribution."""
+    from rl.ppo import build
+
+    def start_spread(env):
+        starts = torch.stack([env.reset()["observation"] for _ in range(20)])
+        return float(starts.std(dim=(0, 1)).mean())
+
+    cfg["env"]["num_envs"] = 8
+    own, _, _ = build(cfg, 0, None, torch.device("cpu"))
+    cfg["ppo"]["train_reset_noise_scale"] = 0.4
+    wide, _, _ = build(cfg, 0, None, torch.device("cpu"))
+    assert start_spread(wide) > 2.5 * start_spread(own)
+    assert wide.base_env._env.envs[0].unwrapped._reset_noise_scale == 0.4
+    evaluation, _ = make_env(cfg["env"], 0, num_envs=1)
+    assert evaluation.base_env._env.envs[0].unwrapped._reset_noise_scale == 0.1
+    for env in (own, wide, evaluation):
+        env.close()
+
+
+def test_reset_noise_on_a_task_without_it_is_a_clear_error(cfg):
+    cfg["env"]["id"] = "CartPole-v1"
+    with pytest.raises(ValueError, match="ppo.train_reset_noise_scale"):
+        make_env(cfg["env"], 0, num_envs=1, reset_noise_scale=0.2)
