@@ -49,8 +49,8 @@ lint: install
 	$(BIN)/snakemake --lint --configfile configs/ci.yaml
 
 # The committed reference result the README's figures come from (tidy per-seed tables).
-REFERENCE ?= reference/ci-variants
-STUDY ?= ci-variants
+REFERENCE ?= reference/paper
+STUDY ?= paper
 
 figures: install  ## rebuild the statistics and figures from $(REFERENCE)'s tables (no training)
 	$(BIN)/python -m rl figures --from $(REFERENCE)

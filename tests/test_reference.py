@@ -21,7 +21,7 @@ def _references() -> list[Path]:
 
 def test_make_figures_is_the_documented_command():
     make = (REPO / "Makefile").read_text()
-    assert re.search(r"^REFERENCE \?= reference/ci-variants$", make, re.M)
+    assert re.search(r"^REFERENCE \?= reference/paper$", make, re.M)
     assert "python -m rl figures --from $(REFERENCE)" in make
     assert "make figures" in (REPO / "README.md").read_text()
     assert _references(), "no committed reference result under reference/"
