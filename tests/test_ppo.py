@@ -5,7 +5,7 @@ from torchrl.envs.utils import check_env_specs
 
 from rl import config
 from rl.envs import make_env, observation_stats
-from rl.ppo import TIMING_COLUMNS, resolve_device, train
+from rl.ppo import TIMING_COLUMNS, build, resolve_device, train
 
 
 @pytest.fixture
@@ -100,7 +100,6 @@ def test_training_episodes_are_truncated_not_terminated(cfg, stats):
     """ppo.train_episode_steps cuts training episodes as a time limit (truncated, so GAE
     bootstraps the value there), per env copy, while the evaluation keeps
     env.max_episode_steps."""
-    from rl.ppo import build
 
     def time_limited(env):
         rollout = env.rollout(12, env.rand_action, break_when_any_done=False)
@@ -130,7 +129,6 @@ def test_training_episodes_are_truncated_not_terminated(cfg, stats):
 def test_training_reset_noise_widens_the_starts_only_in_training(cfg, stats):
     """ppo.train_reset_noise_scale reaches the training copies' MuJoCo resets; the evaluation
     env keeps the task's own start distribution."""
-    from rl.ppo import build
 
     def start_spread(env):
         starts = torch.stack([env.reset()["observation"] for _ in range(20)])
