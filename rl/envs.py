@@ -1,12 +1,18 @@
-"""Environment construction: gymnasium MuJoCo tasks wrapped for TorchRL."""
+"""Environment construction: gymnasium MuJoCo tasks wrapped for TorchRL.
+
+Two builders: `make_env` (TorchRL's GymWrapper and transforms; evaluation, rendering,
+observation statistics) and `TrainingCopies` (the training collector's env: the same task,
+stepped with a fraction of the per-step overhead, see its docstring).
+"""
 
 from __future__ import annotations
 
-from functools import partial
-
 import gymnasium
+import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from tensordict import TensorDict
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
@@ -31,8 +37,6 @@ def make_env(
     device: str | torch.device = "cpu",
     render_size: tuple[int, int] | None = None,
     camera: dict | None = None,
-    episode_steps: list[int] | None = None,
-    reset_noise_scale: float | None = None,
 ) -> tuple[EnvBase, ObservationNorm | None]:
     """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
 
@@ -41,9 +45,7 @@ def make_env(
     `render_size` (width, height): the copies render `rgb_array` frames of that size
     (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
     rendering reads the simulation, it never steps it or draws random numbers.
-    `episode_steps`: the copies' time limits, cycled over them (training only; None:
-    `env_cfg`'s max_episode_steps for all). `reset_noise_scale`: the MuJoCo task's start-
-    state noise (training only; None: the task's own).
+    Every copy runs the task itself (env.max_episode_steps, the task's start noise).
     """
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
@@ -52,19 +54,14 @@ def make_env(
         kwargs = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
         if camera:
             kwargs["default_camera_config"] = camera
-    if reset_noise_scale is not None:
-        kwargs["reset_noise_scale"] = reset_noise_scale
-    cycle = episode_steps or [env_cfg["max_episode_steps"]]
-    limits = [cycle[i % len(cycle)] for i in range(n)]
-    try:
-        venv = _vector_env(env_cfg["id"], limits, kwargs)
-    except TypeError as exc:
-        if reset_noise_scale is None:
-            raise
-        raise ValueError(
-            f"Invalid config key 'ppo.train_reset_noise_scale': {env_cfg['id']} does not take "
-            f"a reset_noise_scale ({exc}). Set it to null for this task."
-        ) from None
+    venv = gymnasium.make_vec(
+        env_cfg["id"],
+        num_envs=n,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        max_episode_steps=env_cfg["max_episode_steps"],
+        **kwargs,
+    )
     base = GymWrapper(venv, device=device)
     norm = None
     transforms = []
@@ -84,21 +81,167 @@ def make_env(
     return env, norm
 
 
-def _vector_env(env_id: str, limits: list[int], kwargs: dict) -> gymnasium.vector.VectorEnv:
-    """Synchronous copies of `env_id` (same-step autoreset), copy i time-limited at
-    limits[i]: gymnasium's make_vec when the limits agree, else what it builds, by hand."""
-    if len(set(limits)) == 1:
-        return gymnasium.make_vec(
-            env_id,
-            num_envs=len(limits),
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-            max_episode_steps=limits[0],
-            **kwargs,
+class TrainingCopies(EnvBase):
+    """`len(limits)` copies of a gymnasium MuJoCo task as one batched TorchRL env (batch
+    size [n]) with the training env's whole pipeline inside: observations normalised by
+    fixed statistics and cast to float32, rewards scaled, a per-copy step count, copy i
+    truncated at limits[i] steps (a time limit, as gymnasium's TimeLimit: GAE bootstraps
+    there), copies reset where TorchRL's `_reset` mask says (after the step that ended
+    them: "next" holds the true last observation).
+
+    Why not GymWrapper(make_vec) with ObservationNorm, DoubleToFloat, StepCounter and
+    RewardScaling (what `make_env` builds): measured on the 2-core CPU machine, one copy,
+    `step_and_maybe_reset` took 1,090 us there against 360 us here (the raw MuJoCo step is
+    ~75 us); with 32 copies the collector's batch of 4,096 frames took 0.71 s there. The
+    numbers are the same computation: (obs - loc) / scale in float64, then float32.
+    Seeding as GymWrapper over a gymnasium vector env: `set_seed(s)` resets copy i with
+    seed s + i; later resets draw from the copies' own generators. Each copy's first
+    episode is `make_env`'s step for step (tests/test_ppo.py checks it); later starts are
+    drawn in another order (there gymnasium autoresets within the step, then TorchRL
+    resets again).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: list[int],
+        *,
+        obs_stats: dict | None = None,
+        reward_scale: float = 1.0,
+        make_kwargs: dict | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        n = len(limits)
+        super().__init__(batch_size=torch.Size([n]), device=device)
+        self._copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
+        space = self._copies[0].action_space
+        obs_dim = self._copies[0].observation_space.shape[0]
+        self._limits = np.asarray(limits, dtype=np.int64).reshape(n, 1)
+        if obs_stats is None:
+            self._loc, self._scale = np.zeros(obs_dim), np.ones(obs_dim)
+        else:
+            self._loc = np.asarray(obs_stats["loc"], dtype=np.float64)
+            self._scale = np.asarray(obs_stats["scale"], dtype=np.float64)
+        self._reward_scale = reward_scale
+        self._obs = np.zeros((n, obs_dim))
+        self._count = np.zeros((n, 1), dtype=np.int64)
+        f32 = torch.float32
+        self.observation_spec = Composite(
+            observation=Unbounded((n, obs_dim), dtype=f32, device=device),
+            step_count=Bounded(
+                0, int(self._limits.max()), (n, 1), dtype=torch.int64, device=device
+            ),
+            shape=(n,),
+            device=device,
         )
-    return gymnasium.vector.SyncVectorEnv(
-        [partial(gymnasium.make, env_id, max_episode_steps=m, **kwargs) for m in limits],
-        autoreset_mode=AutoresetMode.SAME_STEP,
+        low = torch.as_tensor(space.low, dtype=f32).expand(n, -1)
+        high = torch.as_tensor(space.high, dtype=f32).expand(n, -1)
+        self.action_spec = Bounded(low, high, low.shape, dtype=f32, device=device)
+        self.reward_spec = Unbounded((n, 1), dtype=f32, device=device)
+        flag = Categorical(2, (n, 1), dtype=torch.bool, device=device)
+        self.done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        # as GymWrapper does with a vector env: reset now, copy i seeded with seed + i
+        for i, copy in enumerate(self._copies):
+            self._obs[i], _ = copy.reset(seed=None if seed is None else seed + i)
+        self._count[:] = 0
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype).to(self.device)
+
+    def _observe(self, extra: dict) -> TensorDict:
+        obs = (self._obs - self._loc) / self._scale
+        return TensorDict(
+            {
+                "observation": self._tensor(obs, torch.float32),
+                "step_count": self._tensor(self._count.copy(), torch.int64),
+                **extra,
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
+        mask = None
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict["_reset"].reshape(-1).cpu().numpy()
+        for i, copy in enumerate(self._copies):
+            if mask is None or mask[i]:
+                self._obs[i], _ = copy.reset()
+                self._count[i] = 0
+        flags = torch.zeros(self.batch_size + (1,), dtype=torch.bool, device=self.device)
+        return self._observe(
+            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
+        )
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        action = tensordict["action"].detach().cpu().numpy().astype(np.float64)
+        n = len(self._copies)
+        reward = np.empty((n, 1))
+        terminated = np.empty((n, 1), dtype=bool)
+        for i, copy in enumerate(self._copies):
+            self._obs[i], reward[i], terminated[i], _, _ = copy.step(action[i])
+        self._count += 1
+        truncated = self._count >= self._limits
+        return self._observe(
+            {
+                # float32 times float32, as RewardScaling computes it
+                "reward": self._tensor(
+                    reward.astype(np.float32) * np.float32(self._reward_scale), torch.float32
+                ),
+                "done": self._tensor(terminated | truncated, torch.bool),
+                "terminated": self._tensor(terminated, torch.bool),
+                "truncated": self._tensor(truncated, torch.bool),
+            }
+        )
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        for copy in self._copies:
+            copy.close()
+        super().close(raise_if_closed=raise_if_closed)
+
+
+def make_training_env(
+    env_cfg: dict,
+    seed: int,
+    *,
+    obs_stats: dict | None = None,
+    reward_scale: float = 1.0,
+    device: str | torch.device = "cpu",
+    episode_steps: list[int] | None = None,
+    reset_noise_scale: float | None = None,
+) -> TrainingCopies:
+    """The training env of `env_cfg["num_envs"]` copies (see TrainingCopies); episode
+    limits cycled from `episode_steps` (None: env.max_episode_steps), MuJoCo start noise
+    `reset_noise_scale` (None: the task's own)."""
+    check_env_id(env_cfg["id"])
+    n = env_cfg["num_envs"]
+    cycle = episode_steps or [env_cfg["max_episode_steps"]]
+    kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
+    try:
+        env = TrainingCopies(
+            env_cfg["id"],
+            [cycle[i % len(cycle)] for i in range(n)],
+            obs_stats=obs_stats,
+            reward_scale=reward_scale,
+            make_kwargs=kwargs,
+            device=device,
+        )
+    except TypeError as exc:
+        if reset_noise_scale is None:
+            raise
+        raise _reset_noise_error(env_cfg["id"], exc) from None
+    env.set_seed(seed)
+    return env
+
+
+def _reset_noise_error(env_id: str, exc: Exception) -> ValueError:
+    return ValueError(
+        f"Invalid config key 'ppo.train_reset_noise_scale': {env_id} does not take "
+        f"a reset_noise_scale ({exc}). Set it to null for this task."
     )
 
 

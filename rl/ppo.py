@@ -23,7 +23,7 @@ from torchrl.objectives.value import GAE
 
 from rl.checkpoint import load_checkpoint, save_checkpoint
 from rl.config import config_hash
-from rl.envs import make_env
+from rl.envs import make_env, make_training_env
 from rl.models import make_actor_critic
 from rl.progress import Progress
 
@@ -70,7 +70,7 @@ def evaluate_episode(env, actor, max_steps: int, on_state=None) -> tuple[float, 
 
 def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     ppo = cfg["ppo"]
-    env, _ = make_env(
+    env = make_training_env(
         cfg["env"],
         seed,
         obs_stats=obs_stats,
@@ -84,9 +84,10 @@ def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     return env, actor, critic
 
 
-# Bumped when the loop's state layout changes (optimiser parameter order, ...): a
-# checkpoint written by an older loop is then refused with the "other settings" error.
-LOOP_VERSION = 2
+# Bumped when the loop's state layout or its numbers change (optimiser parameter order,
+# the training env: 3 = TrainingCopies): a checkpoint written by an older loop is then
+# refused with the "other settings" error.
+LOOP_VERSION = 3
 
 
 def training_settings(cfg: dict) -> dict:

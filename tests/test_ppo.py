@@ -4,7 +4,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from rl import config
-from rl.envs import make_env, observation_stats
+from rl.envs import make_env, make_training_env, observation_stats
 from rl.ppo import TIMING_COLUMNS, build, resolve_device, train
 
 
@@ -31,6 +31,39 @@ def test_training_env_passes_torchrl_spec_checks(cfg, stats, num_envs):
     check_env_specs(env)
     assert torch.allclose(norm.loc.double(), torch.tensor(stats["loc"], dtype=torch.float64))
     env.close()
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_training_copies_step_the_same_task_as_the_evaluation_pipeline(cfg, stats, num_envs):
+    """TrainingCopies (the fast training env) and make_env (GymWrapper + transforms) give
+    the same observations, rewards, flags and step counts from the same seed and actions,
+    up to each copy's first episode end (the two draw the next start differently: gymnasium's
+    same-step autoreset there, TorchRL's reset mask here); after it, the copy starts again."""
+    cfg["env"]["num_envs"] = num_envs
+    fast = make_training_env(cfg["env"], 5, obs_stats=stats, reward_scale=0.1)
+    check_env_specs(fast)
+    fast.set_seed(5)  # the spec check stepped it
+    wrapped, _ = make_env(cfg["env"], 5, num_envs=num_envs, obs_stats=stats, reward_scale=0.1)
+    actions = torch.rand(200, num_envs, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def rollout(env):
+        step = iter(range(200))
+        policy = lambda td: td.set("action", actions[next(step)])  # noqa: E731
+        return env.rollout(200, policy, break_when_any_done=False)
+
+    a, b = rollout(fast), rollout(wrapped)
+    keys = ["observation", "step_count"]
+    keys += [("next", k) for k in ("observation", "reward", "done", "terminated", "truncated")]
+    for copy in range(num_envs):
+        done = a["next", "done"][copy].squeeze(-1)
+        end = int(done.nonzero()[0]) + 1  # every copy falls within 200 random steps
+        for key in keys:
+            torch.testing.assert_close(
+                a[key][copy, :end], b[key][copy, :end], rtol=0, atol=0, msg=f"{key} differs"
+            )
+        assert int(a["step_count"][copy, end]) == 0, "the copy was reset after its episode"
+    fast.close()
+    wrapped.close()
 
 
 def test_unknown_env_id_is_a_clear_error(cfg):
@@ -139,7 +172,7 @@ def test_training_reset_noise_widens_the_starts_only_in_training(cfg, stats):
     cfg["ppo"]["train_reset_noise_scale"] = 0.4
     wide, _, _ = build(cfg, 0, None, torch.device("cpu"))
     assert start_spread(wide) > 2.5 * start_spread(own)
-    assert wide.base_env._env.envs[0].unwrapped._reset_noise_scale == 0.4
+    assert wide._copies[0]._reset_noise_scale == 0.4
     evaluation, _ = make_env(cfg["env"], 0, num_envs=1)
     assert evaluation.base_env._env.envs[0].unwrapped._reset_noise_scale == 0.1
     for env in (own, wide, evaluation):
@@ -149,4 +182,4 @@ def test_training_reset_noise_widens_the_starts_only_in_training(cfg, stats):
 def test_reset_noise_on_a_task_without_it_is_a_clear_error(cfg):
     cfg["env"]["id"] = "CartPole-v1"
     with pytest.raises(ValueError, match="ppo.train_reset_noise_scale"):
-        make_env(cfg["env"], 0, num_envs=1, reset_noise_scale=0.2)
+        make_training_env(cfg["env"], 0, reset_noise_scale=0.2)
