@@ -208,17 +208,19 @@ def make_training_env(
     env_cfg: dict,
     seed: int,
     *,
+    num_envs: int | None = None,
     obs_stats: dict | None = None,
     reward_scale: float = 1.0,
     device: str | torch.device = "cpu",
     episode_steps: list[int] | None = None,
     reset_noise_scale: float | None = None,
 ) -> TrainingCopies:
-    """The training env of `env_cfg["num_envs"]` copies (see TrainingCopies); episode
-    limits cycled from `episode_steps` (None: env.max_episode_steps), MuJoCo start noise
-    `reset_noise_scale` (None: the task's own)."""
+    """The training loop's env of `num_envs` copies (None: env.num_envs; see
+    TrainingCopies); episode limits cycled from `episode_steps` (None: the task's own
+    env.max_episode_steps), MuJoCo start noise `reset_noise_scale` (None: the task's
+    own). With neither, the copies run the task itself (the in-training evaluation)."""
     check_env_id(env_cfg["id"])
-    n = env_cfg["num_envs"]
+    n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
     kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
     try:

@@ -23,7 +23,7 @@ from torchrl.objectives.value import GAE
 
 from rl.checkpoint import load_checkpoint, save_checkpoint
 from rl.config import config_hash
-from rl.envs import make_env, make_training_env
+from rl.envs import make_training_env
 from rl.models import make_actor_critic
 from rl.progress import Progress
 
@@ -101,7 +101,20 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def _update(data, advantage, loss_module, optim, ppo) -> tuple[dict, torch.Tensor]:
+def _loss_fn(loss_module, compile: bool):
+    """The PPO loss of a minibatch, summed; compiled (forward and backward) when asked."""
+
+    def loss_fn(minibatch):
+        losses = loss_module(minibatch)
+        loss = losses["loss_objective"] + losses["loss_critic"]
+        if "loss_entropy" in losses.keys():
+            loss = loss + losses["loss_entropy"]
+        return loss, losses.detach()
+
+    return torch.compile(loss_fn) if compile else loss_fn
+
+
+def _update(data, advantage, loss_fn, params, optim, ppo) -> tuple[dict, torch.Tensor]:
     """PPO epochs over one collected batch: GAE recomputed each epoch, clipped gradients.
 
     The on-policy buffer is made per batch: no sampler state outlives a batch, so a
@@ -117,17 +130,12 @@ def _update(data, advantage, loss_module, optim, ppo) -> tuple[dict, torch.Tenso
             advantage(data)
         buffer.extend(data.reshape(-1))
         for minibatch in buffer:
-            losses = loss_module(minibatch)
-            loss = losses["loss_objective"] + losses["loss_critic"]
-            if "loss_entropy" in losses.keys():
-                loss = loss + losses["loss_entropy"]
+            loss, losses = loss_fn(minibatch)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                loss_module.parameters(), ppo["max_grad_norm"]
-            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, ppo["max_grad_norm"])
             optim.step()
             optim.zero_grad(set_to_none=True)
-    return losses.detach(), grad_norm
+    return losses, grad_norm
 
 
 def train(
@@ -154,7 +162,11 @@ def train(
     torch.manual_seed(seed)
     env, actor, critic = build(cfg, seed, obs_stats, device)
     eval_seed = seed + 2 * cfg["evaluation"]["seed_offset"]
-    eval_env, _ = make_env(cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device)
+    # the task itself, one copy; reseeded before each evaluation, so each evaluation is
+    # the first episode after a seed: the one make_env would run too (tests/test_ppo.py)
+    eval_env = make_training_env(
+        cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device
+    )
     loss_module = ClipPPOLoss(
         actor_network=actor,
         critic_network=critic,
@@ -175,7 +187,9 @@ def train(
         device=device,
     )
     # fused: one kernel for all parameters instead of a loop of small ops (CPU and CUDA)
-    optim = torch.optim.Adam(loss_module.parameters(), lr=ppo["lr"], fused=True)
+    params = list(loss_module.parameters())
+    optim = torch.optim.Adam(params, lr=ppo["lr"], fused=True)
+    loss_fn = _loss_fn(loss_module, ppo["compile"])
     n_batches = ppo["total_frames"] // ppo["frames_per_batch"]
     if ppo["anneal_lr"]:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=n_batches, eta_min=0.0)
@@ -233,10 +247,11 @@ def train(
                 total_frames=segment_frames,
                 device=device,
                 auto_register_policy_transforms=False,
+                compile_policy=ppo["compile"] or None,
             )
             t_batch = time.perf_counter()
             for data in collector:
-                losses, grad_norm = _update(data, advantage, loss_module, optim, ppo)
+                losses, grad_norm = _update(data, advantage, loss_fn, params, optim, ppo)
                 lr = optim.param_groups[0]["lr"]
                 sched.step()
                 collector.update_policy_weights_()
