@@ -187,22 +187,18 @@ def _steady_fps(res: dict) -> float | None:
     return (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"])
 
 
-def time_to_solve(config: str, seeds: int, baseline: Path, env_id: str) -> dict:
+def time_to_solve(
+    config: str, seeds: int, baseline: Path, env_id: str, threads: int, frames: int | None
+) -> dict:
+    """`frames`: the training budget (None: the config's ppo.total_frames; a learning-rate
+    schedule stretches over it)."""
     runs = []
     for seed in range(seeds):
-        res = run_json(
-            [
-                sys.executable,
-                __file__,
-                "worker",
-                "--config",
-                config,
-                "--seed",
-                str(seed),
-                "--final-eval",
-            ],
-            timeout=3600,
-        )
+        cmd = [sys.executable, __file__, "worker", "--config", config, "--seed", str(seed),
+               "--threads", str(threads), "--final-eval"]  # fmt: skip
+        if frames:
+            cmd += ["--frames", str(frames)]
+        res = run_json(cmd, timeout=3600, threads=threads)
         runs.append(res)
         print(
             f"  seed {seed}: solved at {res['time_to_solve_s']} s / {res['frames_to_solve']} "
@@ -213,12 +209,19 @@ def time_to_solve(config: str, seeds: int, baseline: Path, env_id: str) -> dict:
     solve_times = [r["time_to_solve_s"] for r in runs]
     budget = statistics.median(r["train_seconds"] for r in runs)
     # the tutorial gets the same wall-clock budget: frames it can do in that time
-    probe = run_json([sys.executable, str(baseline), "10000", env_id, "0"], timeout=3600)
+    probe = run_json(
+        [sys.executable, str(baseline), "10000", env_id, "0"], timeout=3600, threads=threads
+    )
     tut_frames = max(10000, int(budget * probe["frames_per_second"]) // 1000 * 1000)
-    tutorial = run_json([sys.executable, str(baseline), str(tut_frames), env_id, "0"], timeout=7200)
+    tutorial = run_json(
+        [sys.executable, str(baseline), str(tut_frames), env_id, "0"], timeout=7200, threads=threads
+    )
     return {
         "config": config,
         "seeds": seeds,
+        "threads": threads,
+        "budget_frames": runs[0]["frames"],
+        "final_eval_min_per_seed": [min(r["final_eval_returns"]) for r in runs],
         "time_to_solve_s": solve_times,
         "time_to_solve_median_s": statistics.median(t for t in solve_times if t is not None)
         if all(t is not None for t in solve_times)
@@ -341,6 +344,9 @@ def main() -> None:
         p.add_argument("--config", default="configs/paper.yaml")
         p.add_argument("--best-frames", type=int, default=49152, help="quick: frames/s run")
         p.add_argument("--seeds", type=int, default=5)
+        p.add_argument(
+            "--budget-frames", type=int, help="full: training frames per seed (default: config's)"
+        )
         p.add_argument("--out", default=str(HISTORY))
         p.add_argument(
             "--pendulum-seeds", type=int, nargs="+", default=[0] if name == "quick" else [0, 1, 2]
@@ -373,7 +379,9 @@ def main() -> None:
         print(f"  {args.config}: {best['frames_per_second']:.0f} frames/s", flush=True)
     if args.mode == "full":
         print(f"time to solve: {args.config}, {args.seeds} seeds", flush=True)
-        result["time_to_solve"] = time_to_solve(args.config, args.seeds, baseline, args.env_id)
+        result["time_to_solve"] = time_to_solve(
+            args.config, args.seeds, baseline, args.env_id, args.threads, args.budget_frames
+        )
         latest["ppo_best_fps"] = result["time_to_solve"]["best_fps"]
         latest["ppo_time_to_solve_median_s"] = result["time_to_solve"]["time_to_solve_median_s"]
     print(f"pendulum: {len(args.pendulum_seeds)} seed(s), ours beside the tutorial", flush=True)
