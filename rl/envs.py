@@ -235,16 +235,12 @@ def make_training_env(
     except TypeError as exc:
         if reset_noise_scale is None:
             raise
-        raise _reset_noise_error(env_cfg["id"], exc) from None
+        raise ValueError(
+            f"Invalid config key 'ppo.train_reset_noise_scale': {env_cfg['id']} does not take "
+            f"a reset_noise_scale ({exc}). Set it to null for this task."
+        ) from None
     env.set_seed(seed)
     return env
-
-
-def _reset_noise_error(env_id: str, exc: Exception) -> ValueError:
-    return ValueError(
-        f"Invalid config key 'ppo.train_reset_noise_scale': {env_id} does not take "
-        f"a reset_noise_scale ({exc}). Set it to null for this task."
-    )
 
 
 def render_frame(env: EnvBase, index: int = 0):
