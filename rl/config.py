@@ -231,6 +231,10 @@ def check_env_id(env_id: str, source: str = "the config") -> None:
         )
 
 
+# The tasks rl.warp_env implements (env.backend: mujoco-warp).
+WARP_TASKS = ("InvertedDoublePendulum-v5",)
+
+
 def check_semantics(cfg: dict, source: str = "the config") -> None:
     """Cross-field constraints (the schema checks each field alone)."""
     ppo, env = cfg["ppo"], cfg["env"]
@@ -260,6 +264,12 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
     check_env_id(env["id"], source)
+    if env["backend"] == "mujoco-warp" and env["id"] not in WARP_TASKS:
+        fail(
+            "env.backend",
+            f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env['id']}'",
+            "Set env.backend: gymnasium for this task.",
+        )
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
         from rl.tracking import has_credentials  # imports neither torch nor mlflow

@@ -81,6 +81,27 @@ def make_env(
     return env, norm
 
 
+def set_task_specs(env: EnvBase, obs_dim: int, low, high, max_steps: int) -> None:
+    """The specs of a training env of batch [n] (TrainingCopies, WarpCopies): float32
+    observations and a step count, float32 actions in [low, high], a float32 reward, and
+    done/terminated/truncated flags."""
+    n, device, f32 = env.batch_size[0], env.device, torch.float32
+    env.observation_spec = Composite(
+        observation=Unbounded((n, obs_dim), dtype=f32, device=device),
+        step_count=Bounded(0, max_steps, (n, 1), dtype=torch.int64, device=device),
+        shape=(n,),
+        device=device,
+    )
+    low = torch.as_tensor(low, dtype=f32).expand(n, -1)
+    high = torch.as_tensor(high, dtype=f32).expand(n, -1)
+    env.action_spec = Bounded(low, high, low.shape, dtype=f32, device=device)
+    env.reward_spec = Unbounded((n, 1), dtype=f32, device=device)
+    flag = Categorical(2, (n, 1), dtype=torch.bool, device=device)
+    env.done_spec = Composite(
+        done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
+    )
+
+
 class TrainingCopies(EnvBase):
     """`len(limits)` copies of a gymnasium MuJoCo task as one batched TorchRL env (batch
     size [n]) with the training env's whole pipeline inside: observations normalised by
@@ -125,23 +146,7 @@ class TrainingCopies(EnvBase):
         self._reward_scale = reward_scale
         self._obs = np.zeros((n, obs_dim))
         self._count = np.zeros((n, 1), dtype=np.int64)
-        f32 = torch.float32
-        self.observation_spec = Composite(
-            observation=Unbounded((n, obs_dim), dtype=f32, device=device),
-            step_count=Bounded(
-                0, int(self._limits.max()), (n, 1), dtype=torch.int64, device=device
-            ),
-            shape=(n,),
-            device=device,
-        )
-        low = torch.as_tensor(space.low, dtype=f32).expand(n, -1)
-        high = torch.as_tensor(space.high, dtype=f32).expand(n, -1)
-        self.action_spec = Bounded(low, high, low.shape, dtype=f32, device=device)
-        self.reward_spec = Unbounded((n, 1), dtype=f32, device=device)
-        flag = Categorical(2, (n, 1), dtype=torch.bool, device=device)
-        self.done_spec = Composite(
-            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
-        )
+        set_task_specs(self, obs_dim, space.low, space.high, int(self._limits.max()))
 
     def _set_seed(self, seed: int | None) -> None:
         # as GymWrapper does with a vector env: reset now, copy i seeded with seed + i
@@ -214,19 +219,36 @@ def make_training_env(
     device: str | torch.device = "cpu",
     episode_steps: list[int] | None = None,
     reset_noise_scale: float | None = None,
-) -> TrainingCopies:
+    backend: str | None = None,
+) -> EnvBase:
     """The training loop's env of `num_envs` copies (None: env.num_envs; see
     TrainingCopies); episode limits cycled from `episode_steps` (None: the task's own
     env.max_episode_steps), MuJoCo start noise `reset_noise_scale` (None: the task's
-    own). With neither, the copies run the task itself (the in-training evaluation)."""
+    own). With neither, the copies run the task itself (the in-training evaluation).
+    `backend` (None: env.backend): gymnasium (TrainingCopies) or mujoco-warp
+    (rl.warp_env.WarpCopies, the same contract)."""
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
+    limits = [cycle[i % len(cycle)] for i in range(n)]
+    if (backend or env_cfg.get("backend", "gymnasium")) == "mujoco-warp":
+        from rl.warp_env import WarpCopies  # optional packages, imported only when chosen
+
+        env = WarpCopies(
+            env_cfg["id"],
+            limits,
+            obs_stats=obs_stats,
+            reward_scale=reward_scale,
+            reset_noise_scale=reset_noise_scale,
+            device=device,
+        )
+        env.set_seed(seed)
+        return env
     kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
     try:
         env = TrainingCopies(
             env_cfg["id"],
-            [cycle[i % len(cycle)] for i in range(n)],
+            limits,
             obs_stats=obs_stats,
             reward_scale=reward_scale,
             make_kwargs=kwargs,

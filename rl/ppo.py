@@ -164,8 +164,10 @@ def train(
     eval_seed = seed + 2 * cfg["evaluation"]["seed_offset"]
     # the task itself, one copy; reseeded before each evaluation, so each evaluation is
     # the first episode after a seed: the one make_env would run too (tests/test_ppo.py)
+    # gymnasium's MuJoCo whatever the training backend: a policy trained on mujoco-warp is
+    # judged on the reference physics
     eval_env = make_training_env(
-        cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device
+        cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device, backend="gymnasium"
     )
     loss_module = ClipPPOLoss(
         actor_network=actor,

@@ -21,6 +21,8 @@ PACKAGES = (
     "tensordict",
     "gymnasium",
     "mujoco",
+    "mujoco-warp",  # env.backend: mujoco-warp ("absent" without the [warp] extra)
+    "warp-lang",
     "numpy",
     "scipy",
     "pandas",

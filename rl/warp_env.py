@@ -1,0 +1,229 @@
+"""GPU-resident physics: InvertedDoublePendulum-v5 stepped by mujoco-warp, many worlds at once.
+
+`env.backend: mujoco-warp` trains on `WarpCopies` instead of `TrainingCopies`. The model is
+gymnasium's own (the MjModel a `gymnasium.make` of the task loads), and so are the task's
+constants (frame skip, healthy reward, start noise); the observation, reward and
+termination are gymnasium's v5 formulas, computed in torch on the simulator's arrays, which
+torch reads and writes in place (`warp.to_torch` views: no copies, no host round trip).
+On CUDA the `frame_skip` physics steps of an env step are one captured CUDA graph.
+
+Numbers: MuJoCo Warp computes in float32 (gymnasium's MuJoCo in float64), so a step from
+the same state and action agrees to float32 rounding, and trajectories drift apart as
+chaotic ones do (tests/test_warp_env.py states the tolerances). Starts are drawn from the
+task's distribution by a torch generator, not gymnasium's: same distribution, other draws.
+Evaluation (in training and at the end) always runs gymnasium's MuJoCo.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import torch
+from tensordict import TensorDict
+from torchrl.envs import EnvBase
+
+from rl.config import WARP_TASKS
+from rl.envs import set_task_specs
+
+
+def _import_warp():
+    try:
+        import warp as wp
+
+        wp.config.log_level = 30  # no line per kernel module loaded
+        import mujoco_warp as mjw
+    except ImportError as exc:
+        raise ImportError(
+            f"env.backend: mujoco-warp needs the optional packages mujoco-warp and warp-lang "
+            f"({exc}). Install them with `pip install -e '.[warp]'` (make install does), or "
+            f"set env.backend: gymnasium."
+        ) from None
+    return wp, mjw
+
+
+class WarpCopies(EnvBase):
+    """`len(limits)` worlds of InvertedDoublePendulum-v5 in mujoco-warp as one batched TorchRL
+    env (batch [n]) on `device` (cpu, or a cuda device: warp runs on the same one). The same
+    contract as `rl.envs.TrainingCopies`: normalised float32 observations, scaled rewards, a
+    per-world step count, world i truncated at limits[i] steps, worlds reset where TorchRL's
+    `_reset` mask says; `set_seed(s)` seeds the start-state generator and resets every world.
+    `reset_noise_scale` None: the task's own (0.1)."""
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: list[int],
+        *,
+        obs_stats: dict | None = None,
+        reward_scale: float = 1.0,
+        reset_noise_scale: float | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        if env_id not in WARP_TASKS:
+            raise ValueError(
+                f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env_id}': "
+                f"use rl.envs.TrainingCopies (env.backend: gymnasium) for it."
+            )
+        wp, mjw = _import_warp()
+        self._wp, self._mjw = wp, mjw
+        n = len(limits)
+        super().__init__(batch_size=torch.Size([n]), device=device)
+        kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
+        task = gymnasium.make(env_id, **kwargs).unwrapped
+        self._frame_skip = task.frame_skip
+        self._healthy_reward = float(task._healthy_reward)
+        self._noise = float(task._reset_noise_scale)
+        dev = self.device
+        self._init_qpos = torch.as_tensor(task.init_qpos, dtype=torch.float32, device=dev)
+        self._init_qvel = torch.as_tensor(task.init_qvel, dtype=torch.float32, device=dev)
+        obs_dim = task.observation_space.shape[0]
+        set_task_specs(self, obs_dim, task.action_space.low, task.action_space.high, max(limits))
+
+        self._wdevice = wp.get_device("cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}")
+        # torch and warp work on one CUDA stream, so their kernels run in order
+        self._stream = wp.stream_from_torch(dev) if dev.type == "cuda" else None
+        with self._scope():
+            self._model = mjw.put_model(task.model)
+            self._data = mjw.make_data(task.model, nworld=n)
+        task.close()
+        d = self._data
+        # views of the simulator's arrays (shared memory)
+        self._qpos, self._qvel, self._ctrl = (wp.to_torch(a) for a in (d.qpos, d.qvel, d.ctrl))
+        self._site_xpos = wp.to_torch(d.site_xpos)  # (n, nsite, 3)
+        self._qfrc_constraint = wp.to_torch(d.qfrc_constraint)
+        self._graph = None
+        self._steps_run = 0
+
+        self._limits = torch.as_tensor(limits, dtype=torch.int64, device=dev).reshape(n, 1)
+        if obs_stats is None:
+            loc, scale = torch.zeros(obs_dim), torch.ones(obs_dim)
+        else:
+            loc, scale = torch.as_tensor(obs_stats["loc"]), torch.as_tensor(obs_stats["scale"])
+        self._loc = loc.to(dev, torch.float32)
+        self._scale = scale.to(dev, torch.float32)
+        self._reward_scale = float(reward_scale)
+        self._obs = torch.zeros((n, obs_dim), device=dev)
+        self._count = torch.zeros((n, 1), dtype=torch.int64, device=dev)
+        self._generator = torch.Generator(device=dev)
+
+    # -- the simulator
+    def _scope(self):
+        if self._stream is not None:
+            return self._wp.ScopedStream(self._stream)
+        return self._wp.ScopedDevice(self._wdevice)
+
+    def _substeps(self) -> None:
+        for _ in range(self._frame_skip):
+            self._mjw.step(self._model, self._data)
+
+    def _simulate(self) -> None:
+        """frame_skip physics steps of every world: on CUDA a graph captured on the second
+        call (the first loads the kernels) and replayed after."""
+        wp = self._wp
+        with self._scope():
+            if self._stream is None or self._steps_run == 0:
+                self._substeps()
+            else:
+                if self._graph is None:
+                    with wp.ScopedCapture(stream=self._stream) as capture:
+                        self._substeps()
+                    self._graph = capture.graph
+                wp.capture_launch(self._graph, stream=self._stream)
+        self._steps_run += 1
+
+    def raw_observation(self) -> torch.Tensor:
+        """gymnasium v5's observation of every world, float32 (n, 9): cart position, sin and
+        cos of the two hinge angles, velocities clipped to +-10, the cart's constraint force
+        clipped to +-10."""
+        qpos = self._qpos
+        return torch.cat(
+            [
+                qpos[:, :1],
+                torch.sin(qpos[:, 1:]),
+                torch.cos(qpos[:, 1:]),
+                self._qvel.clamp(-10, 10),
+                self._qfrc_constraint.clamp(-10, 10)[:, :1],
+            ],
+            dim=1,
+        )
+
+    def set_state(self, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        """Put every world in the state (qpos, qvel) (n, nq)/(n, nv), as gymnasium's set_state
+        does: a cleared simulation state, then the derived quantities computed (forward);
+        the observation buffer takes the new state's observation."""
+        with self._scope():
+            self._mjw.reset_data(self._model, self._data)
+            self._qpos.copy_(qpos)
+            self._qvel.copy_(qvel)
+            self._mjw.forward(self._model, self._data)
+        self._obs = self.raw_observation()
+
+    # -- TorchRL's EnvBase
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        self._reset(None)
+
+    def _observe(self, extra: dict) -> TensorDict:
+        return TensorDict(
+            {
+                "observation": (self._obs - self._loc) / self._scale,
+                "step_count": self._count.clone(),
+                **extra,
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
+        n, dev = self.batch_size[0], self.device
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict["_reset"].reshape(n).to(dev, torch.bool)
+        else:
+            mask = torch.ones(n, dtype=torch.bool, device=dev)
+        # the task's start noise: qpos uniform in +-scale, qvel normal with std scale; drawn
+        # for every world (fixed shapes, no host sync), used where the mask says
+        g, s = self._generator, self._noise
+        qpos = self._init_qpos + (torch.rand(self._qpos.shape, generator=g, device=dev) * 2 - 1) * s
+        qvel = self._init_qvel + torch.randn(self._qvel.shape, generator=g, device=dev) * s
+        column = mask.unsqueeze(1)
+        with self._scope():
+            self._mjw.reset_data(self._model, self._data, reset=self._wp.from_torch(mask))
+            self._qpos.copy_(torch.where(column, qpos, self._qpos))
+            self._qvel.copy_(torch.where(column, qvel, self._qvel))
+            # forward in every world: it recomputes derived quantities only (the other worlds'
+            # state and next step are unchanged; tests/test_warp_env.py checks it), so the
+            # other worlds keep the observation of their last step from the buffer
+            self._mjw.forward(self._model, self._data)
+        self._obs = torch.where(column, self.raw_observation(), self._obs)
+        self._count = self._count.masked_fill(column, 0)
+        flags = torch.zeros((n, 1), dtype=torch.bool, device=dev)
+        return self._observe(
+            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
+        )
+
+    def _step(self, tensordict: TensorDict) -> TensorDict:
+        self._ctrl.copy_(tensordict["action"].reshape(self._ctrl.shape))
+        self._simulate()
+        self._obs = self.raw_observation()
+        # gymnasium v5: the tip's site after the step; terminated when it is at y <= 1
+        tip = self._site_xpos[:, 0]
+        x, y = tip[:, 0:1], tip[:, 2:3]
+        v1, v2 = self._qvel[:, 1:2], self._qvel[:, 2:3]
+        terminated = y <= 1
+        reward = (
+            self._healthy_reward * (~terminated)
+            - (0.01 * x**2 + (y - 2) ** 2)
+            - (1e-3 * v1**2 + 5e-3 * v2**2)
+        )
+        self._count = self._count + 1
+        truncated = self._count >= self._limits
+        return self._observe(
+            {
+                "reward": reward * self._reward_scale,
+                "done": terminated | truncated,
+                "terminated": terminated,
+                "truncated": truncated,
+            }
+        )
