@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchlib import REPO, baseline_path, run_json
+from benchlib import REPO, baseline_path, machine, run_json
 
 HISTORY = REPO / "benchmarks" / "history"
 SOLVED = 9100.0
@@ -249,24 +247,6 @@ def pendulum_speed(seeds: list[int], baselines: Path) -> dict:
         return json.loads((Path(tmp) / "pendulum-latest.json").read_text())
 
 
-def _machine() -> dict:
-    import torch
-
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "commit": commit,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "load_average": os.getloadavg(),  # other work on the machine makes numbers noisy
-    }
-
-
 def figure(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -358,7 +338,7 @@ def main() -> None:
     baseline = baseline_path(args.baseline, "tutorial_ppo.py")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"machine": _machine(), "mode": args.mode, "env_id": args.env_id}
+    result = {"machine": machine(), "mode": args.mode, "env_id": args.env_id}
     print(f"engineering speed: {args.frames} frames x {args.repeats} repeats each", flush=True)
     result["engineering_speed"] = engineering_speed(
         baseline, args.frames, args.repeats, args.env_id, args.threads
