@@ -13,7 +13,7 @@ rule obs_norm_stats:
         settings=settings_hash("env", "obs_norm"),
         marker=MARKER_ARG,
     # The PPO chain is the study's longest path: start it first, so the pendulum jobs
-    # fill the cores after it rather than delay it (2 seeds on 2 cores: 88 -> ~70 s).
+    # fill the cores after it rather than delay it (2 seeds on 2 cores: 88 -> 75-77 s).
     priority: 3
     threads: 1
     resources:
