@@ -2,4 +2,7 @@ import sys
 
 from rl.cli import main
 
-sys.exit(main())
+# guarded: collector worker processes (ppo.collector_workers) are spawned and import this
+# module again under another name
+if __name__ == "__main__":
+    sys.exit(main())

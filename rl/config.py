@@ -249,6 +249,13 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"env.num_envs={env['num_envs']}",
             "Make frames_per_batch a multiple of num_envs.",
         )
+    if env["num_envs"] % ppo["collector_workers"]:
+        fail(
+            "ppo.collector_workers",
+            f"{ppo['collector_workers']} workers cannot share env.num_envs={env['num_envs']} "
+            f"copies evenly",
+            "Make env.num_envs a multiple of collector_workers.",
+        )
     if ppo["total_frames"] % ppo["frames_per_batch"]:
         fail(
             "ppo.total_frames",

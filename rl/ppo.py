@@ -7,13 +7,14 @@ can be checkpointed at any batch boundary and resumed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from pathlib import Path
 
 import torch
-from torchrl.collectors import Collector
+from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.data.replay_buffers import ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 from torchrl.data.replay_buffers.storages import LazyTensorStorage
@@ -82,6 +83,89 @@ def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_actor_critic(ppo, obs_dim, env.action_spec, device)
     return env, actor, critic
+
+
+class Collection:
+    """The run's collection, one checkpoint segment at a time: `segment(seed, frames)`
+    yields that many frames in batches, from training envs seeded with `seed` (so a run
+    resumed at a segment start reproduces the uninterrupted one).
+
+    ppo.collector_workers 1: a TorchRL Collector per segment on `env`. More: one TorchRL
+    MultiSyncCollector for the whole run, whose worker processes (started once: each
+    imports torch and builds its own envs, ~3 s) step env.num_envs / workers copies each
+    with their own copy of the policy, in parallel; synchronous, so every batch is
+    collected by the current policy, as with one process. At each segment start the
+    workers are reseeded (worker k: its envs and its torch generator) and reset.
+    """
+
+    def __init__(self, cfg: dict, obs_stats: dict, env, actor, device: torch.device):
+        self._cfg, self._obs_stats, self._env, self._actor = cfg, obs_stats, env, actor
+        self._device = device
+        self._workers = cfg["ppo"]["collector_workers"]
+        self._collector = None
+
+    def _worker_envs(self) -> list:
+        """Env constructors of the workers (picklable: worker processes are spawned); worker
+        k's copies take the time limits copies k*n..(k+1)*n-1 of one env would have."""
+        env_cfg, ppo, w = self._cfg["env"], self._cfg["ppo"], self._workers
+        n = env_cfg["num_envs"] // w
+        cycle = ppo["train_episode_steps"] or [env_cfg["max_episode_steps"]]
+        return [
+            functools.partial(
+                make_training_env,
+                env_cfg,
+                0,  # reseeded by set_seed before collecting
+                num_envs=n,
+                obs_stats=self._obs_stats,
+                reward_scale=ppo["reward_scale"],
+                device=self._device,
+                episode_steps=[cycle[(k * n + i) % len(cycle)] for i in range(n)],
+                reset_noise_scale=ppo["train_reset_noise_scale"],
+            )
+            for k in range(w)
+        ]
+
+    def segment(self, seed: int, frames: int):
+        ppo = self._cfg["ppo"]
+        if self._workers == 1:
+            self._env.set_seed(seed)
+            self._collector = collector = Collector(
+                self._env,
+                self._actor,
+                frames_per_batch=ppo["frames_per_batch"],
+                total_frames=frames,
+                device=self._device,
+                auto_register_policy_transforms=False,
+                compile_policy=ppo["compile"] or None,
+            )
+            try:
+                yield from collector
+            finally:
+                collector.shutdown()
+                self._collector = None
+            return
+        if self._collector is None:
+            self._collector = MultiSyncCollector(
+                self._worker_envs(),
+                self._actor,
+                frames_per_batch=ppo["frames_per_batch"],
+                total_frames=-1,
+                device=self._device,
+                cat_results=0,  # the workers' copies side by side: [num_envs, time]
+                compile_policy=ppo["compile"] or None,
+            )
+        self._collector.set_seed(seed)
+        for _ in range(frames // ppo["frames_per_batch"]):
+            # the workers' batches joined carry no device of their own
+            yield self._collector.next().to(self._device)
+
+    def update_policy_weights_(self) -> None:
+        self._collector.update_policy_weights_()
+
+    def shutdown(self) -> None:
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector = None
 
 
 # Bumped when the loop's state layout or its numbers change (optimiser parameter order,
@@ -235,28 +319,19 @@ def train(
     interval = ppo["checkpoint_interval_frames"]
     next_eval = (state["frames"] // ppo["eval_interval_frames"] + 1) * ppo["eval_interval_frames"]
     last_ckpt_time = time.monotonic()
+    collection = Collection(cfg, obs_stats, env, actor, device)
     try:
         while state["frames"] < ppo["total_frames"]:
             segment_end = min((state["frames"] // interval + 1) * interval, ppo["total_frames"])
             segment_frames = -(-(segment_end - state["frames"]) // ppo["frames_per_batch"])
             segment_frames *= ppo["frames_per_batch"]
-            env.set_seed(seed + state["frames"])
             state["segment_start"] = state["frames"]
-            collector = Collector(
-                env,
-                actor,
-                frames_per_batch=ppo["frames_per_batch"],
-                total_frames=segment_frames,
-                device=device,
-                auto_register_policy_transforms=False,
-                compile_policy=ppo["compile"] or None,
-            )
             t_batch = time.perf_counter()
-            for data in collector:
+            for data in collection.segment(seed + state["frames"], segment_frames):
                 losses, grad_norm = _update(data, advantage, loss_fn, params, optim, ppo)
                 lr = optim.param_groups[0]["lr"]
                 sched.step()
-                collector.update_policy_weights_()
+                collection.update_policy_weights_()
                 row = _row(state, data, losses, grad_norm, lr, ppo, time.perf_counter() - t_batch)
                 if not all(
                     map(
@@ -295,7 +370,6 @@ def train(
                     checkpoint()
                     last_ckpt_time = time.monotonic()
                 t_batch = time.perf_counter()  # evaluation and checkpoints are not throughput
-            collector.shutdown()
             state["segment_start"] = state["frames"]
             if state["frames"] < ppo["total_frames"]:
                 checkpoint()
@@ -311,6 +385,7 @@ def train(
         raise
     finally:
         progress.close()
+        collection.shutdown()
         env.close()
         eval_env.close()
     return {

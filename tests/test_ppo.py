@@ -116,8 +116,12 @@ def test_compiled_loop_learns_the_same_way_and_is_deterministic(cfg, stats, tmp_
         assert first[1][key] == pytest.approx(first[0][key], rel=1e-3, abs=1e-5), key
 
 
-def test_resume_reproduces_the_uninterrupted_run(cfg, stats, tmp_path, caplog):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_reproduces_the_uninterrupted_run(cfg, stats, tmp_path, caplog, workers):
+    """workers 2: the batches come from two collector processes (one for the whole run,
+    reseeded at each segment); a resumed run starts new ones and must still agree."""
     torch.set_num_threads(1)
+    cfg["ppo"]["collector_workers"] = workers
     first = train(cfg, 0, stats, tmp_path)
     ckpt = first["checkpoint"]
     assert ckpt.exists()  # the segment checkpoint at 1024 of 2048 frames
@@ -131,6 +135,26 @@ def test_resume_reproduces_the_uninterrupted_run(cfg, stats, tmp_path, caplog):
         assert torch.equal(v, again["actor"].state_dict()[k]), k
     for k, v in first["critic"].state_dict().items():
         assert torch.equal(v, again["critic"].state_dict()[k]), k
+
+
+def test_two_collector_processes_are_deterministic_and_collect_every_copy(cfg, stats, tmp_path):
+    torch.set_num_threads(1)
+    cfg["ppo"]["collector_workers"] = 2
+    a = train(cfg, 0, stats, tmp_path / "a")
+    b = train(cfg, 0, stats, tmp_path / "b")
+    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
+    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
+    cfg["ppo"]["collector_workers"] = 1
+    one = train(cfg, 0, stats, tmp_path / "one")
+    # the same task and budget, other random streams
+    assert len(_table(one, "metrics")) == len(_table(a, "metrics"))
+    assert not _table(one, "metrics").equals(_table(a, "metrics"))
+
+
+def test_collector_workers_must_share_the_copies_evenly(ci_config):
+    ci_config["ppo"]["collector_workers"] = 3  # env.num_envs is 2
+    with pytest.raises(config.ConfigError, match=r"ppo.collector_workers.*num_envs=2"):
+        config.validate(ci_config)
 
 
 def test_checkpoint_from_other_settings_is_refused(cfg, stats, tmp_path):

@@ -41,7 +41,9 @@ rule train_ppo:
         out_dir=OUT["ppo_dir"],
         marker=MARKER_ARG,
     priority: 2
-    threads: 1
+    # one core per collector process (ppo.collector_workers; they collect while the
+    # trainer waits, and wait while it updates)
+    threads: lambda wildcards: VARIANT_CONFIGS[wildcards.variant]["ppo"]["collector_workers"]
     resources:
         mem_mb=2000,
         runtime=120,
