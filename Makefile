@@ -41,7 +41,7 @@ BASELINES ?= $(abspath ../shared/baselines)
 bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum speed; latest.json
 	$(BIN)/python benchmarks/ppo_bench.py quick --frames 20000 --baseline $(BASELINES)
 
-bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds of configs/paper.yaml, final fresh-episode checks, figure
+bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds of configs/fast.yaml, final fresh-episode checks, figure
 	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --baseline $(BASELINES)
 
 lint: install
