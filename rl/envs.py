@@ -1,8 +1,9 @@
 """Environment construction: gymnasium MuJoCo tasks wrapped for TorchRL.
 
-Two builders: `make_env` (TorchRL's GymWrapper and transforms; evaluation, rendering,
-observation statistics) and `TrainingCopies` (the training collector's env: the same task,
-stepped with a fraction of the per-step overhead, see its docstring).
+`make_env` (TorchRL's GymWrapper and transforms: the reference pipeline, and the
+observation statistics) and `TrainingCopies` (the same task stepped with a fraction of the
+per-step overhead, see its docstring): the training env (`make_training_env`) and the
+evaluation env (`make_eval_env`, whose episodes are make_env's).
 """
 
 from __future__ import annotations
@@ -35,32 +36,21 @@ def make_env(
     obs_stats: dict | None = None,
     reward_scale: float | None = None,
     device: str | torch.device = "cpu",
-    render_size: tuple[int, int] | None = None,
-    camera: dict | None = None,
 ) -> tuple[EnvBase, ObservationNorm | None]:
     """A batched env of `num_envs` synchronous gymnasium copies (same-step autoreset).
 
     Returns the env and its ObservationNorm (None without stats); keep that reference:
     TorchRL inserts its own vector-env transform first, so indexing would be fragile.
-    `render_size` (width, height): the copies render `rgb_array` frames of that size
-    (`render_frame`) from `camera` (gymnasium's default_camera_config; None: the env's);
-    rendering reads the simulation, it never steps it or draws random numbers.
     Every copy runs the task itself (env.max_episode_steps, the task's start noise).
     """
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
-    kwargs = {}  # gymnasium.make's, for every copy
-    if render_size is not None:
-        kwargs = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
-        if camera:
-            kwargs["default_camera_config"] = camera
     venv = gymnasium.make_vec(
         env_cfg["id"],
         num_envs=n,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
         max_episode_steps=env_cfg["max_episode_steps"],
-        **kwargs,
     )
     base = GymWrapper(venv, device=device)
     norm = None
@@ -119,7 +109,10 @@ class TrainingCopies(EnvBase):
     seed s + i; later resets draw from the copies' own generators. Each copy's first
     episode is `make_env`'s step for step (tests/test_ppo.py checks it); later starts are
     drawn in another order (there gymnasium autoresets within the step, then TorchRL
-    resets again).
+    resets again). With `same_step_autoreset` a copy also draws a start inside the step
+    that ends its episode, as gymnasium's vector env does, so every episode is make_env's
+    (the evaluation's env: the same episodes at a third of the cost). `render(i)`: copy i's
+    frame, when `make_kwargs` asks for rgb_array rendering.
     """
 
     def __init__(
@@ -131,9 +124,11 @@ class TrainingCopies(EnvBase):
         reward_scale: float = 1.0,
         make_kwargs: dict | None = None,
         device: str | torch.device = "cpu",
+        same_step_autoreset: bool = False,
     ):
         n = len(limits)
         super().__init__(batch_size=torch.Size([n]), device=device)
+        self._same_step_autoreset = same_step_autoreset
         self._copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
         space = self._copies[0].action_space
         obs_dim = self._copies[0].observation_space.shape[0]
@@ -191,6 +186,11 @@ class TrainingCopies(EnvBase):
             self._obs[i], reward[i], terminated[i], _, _ = copy.step(action[i])
         self._count += 1
         truncated = self._count >= self._limits
+        if self._same_step_autoreset:
+            # as gymnasium's vector env does: a start drawn now, and dropped when TorchRL
+            # resets the copy (so the starts are the draws make_env's episodes get)
+            for i in np.flatnonzero(terminated | truncated):
+                self._copies[i].reset()
         return self._observe(
             {
                 # float32 times float32, as RewardScaling computes it
@@ -202,6 +202,11 @@ class TrainingCopies(EnvBase):
                 "truncated": self._tensor(truncated, torch.bool),
             }
         )
+
+    def render(self, index: int = 0):
+        """Copy `index`'s current RGB frame (height, width, 3; uint8); it reads the
+        simulation, it never steps it or draws random numbers."""
+        return self._copies[index].render()
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         for copy in self._copies:
@@ -219,19 +224,17 @@ def make_training_env(
     device: str | torch.device = "cpu",
     episode_steps: list[int] | None = None,
     reset_noise_scale: float | None = None,
-    backend: str | None = None,
 ) -> EnvBase:
     """The training loop's env of `num_envs` copies (None: env.num_envs; see
     TrainingCopies); episode limits cycled from `episode_steps` (None: the task's own
     env.max_episode_steps), MuJoCo start noise `reset_noise_scale` (None: the task's
-    own). With neither, the copies run the task itself (the in-training evaluation).
-    `backend` (None: env.backend): gymnasium (TrainingCopies) or mujoco-warp
-    (rl.warp_env.WarpCopies, the same contract)."""
+    own). env.backend: gymnasium (TrainingCopies) or mujoco-warp (rl.warp_env.WarpCopies,
+    the same contract)."""
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
     limits = [cycle[i % len(cycle)] for i in range(n)]
-    if (backend or env_cfg.get("backend", "gymnasium")) == "mujoco-warp":
+    if env_cfg.get("backend", "gymnasium") == "mujoco-warp":
         from rl.warp_env import WarpCopies  # optional packages, imported only when chosen
 
         env = WarpCopies(
@@ -265,10 +268,36 @@ def make_training_env(
     return env
 
 
-def render_frame(env: EnvBase, index: int = 0):
-    """The current RGB frame (height, width, 3; uint8) of copy `index` of a `make_env` env
-    made with `render_size`."""
-    return env.base_env._env.render()[index]
+def make_eval_env(
+    env_cfg: dict,
+    seed: int,
+    *,
+    obs_stats: dict | None = None,
+    device: str | torch.device = "cpu",
+    render_size: tuple[int, int] | None = None,
+    camera: dict | None = None,
+) -> TrainingCopies:
+    """The evaluation env: one copy of the task itself (env.max_episode_steps, the task's
+    start noise, raw rewards) whose episodes are make_env's, episode for episode
+    (same-step autoreset; tests/test_ppo.py checks it), at a third of its cost.
+    `render_size` (width, height): `env.render()` gives rgb_array frames of that size from
+    `camera` (gymnasium's default_camera_config; None: the env's)."""
+    check_env_id(env_cfg["id"])
+    kwargs = {}
+    if render_size is not None:
+        kwargs = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}
+        if camera:
+            kwargs["default_camera_config"] = camera
+    env = TrainingCopies(
+        env_cfg["id"],
+        [env_cfg["max_episode_steps"]],
+        obs_stats=obs_stats,
+        make_kwargs=kwargs,
+        device=device,
+        same_step_autoreset=True,
+    )
+    env.set_seed(seed)
+    return env
 
 
 def observation_stats(env_cfg: dict, steps: int, seed: int) -> dict:

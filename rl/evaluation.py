@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from rl.checkpoint import load
-from rl.envs import make_env
+from rl.envs import make_eval_env
 from rl.models import make_actor_critic
 from rl.ppo import evaluate_episode, resolve_device
 from rl.progress import Progress
@@ -39,10 +39,9 @@ def _eval_env(cfg: dict, seed: int, policy_path, obs_stats: dict, render_size=No
     device = resolve_device(cfg["device"])
     eval_seed = seed + cfg["evaluation"]["seed_offset"]
     torch.manual_seed(eval_seed)
-    env, _ = make_env(
+    env = make_eval_env(
         cfg["env"],
         eval_seed,
-        num_envs=1,
         obs_stats=obs_stats,
         device=device,
         render_size=render_size,
@@ -76,21 +75,16 @@ def check_rendering(cfg: dict) -> None:
     """Render one frame of a fresh environment of the evaluation's kind, so that a missing
     OpenGL library is reported before the evaluation runs, not after it. This environment
     is not the evaluation's: the evaluation's numbers do not depend on it."""
-    from rl.envs import render_frame
     from rl.video import check_frames, render_error
 
     vcfg = cfg["video"]
-    env, _ = make_env(
-        cfg["env"],
-        0,
-        num_envs=1,
-        render_size=(vcfg["width"], vcfg["height"]),
-        camera=vcfg["camera"],
+    env = make_eval_env(
+        cfg["env"], 0, render_size=(vcfg["width"], vcfg["height"]), camera=vcfg["camera"]
     )
     try:
         env.reset()
         try:
-            frame = render_frame(env)
+            frame = env.render()
         except Exception as exc:
             raise render_error(exc, vcfg["on_error"]) from exc
         check_frames([frame], "the first rendered frame")
@@ -107,7 +101,6 @@ def record_episodes(cfg: dict, seed: int, policy_path, obs_stats: dict, episodes
     wrote (checked), so the videos show exactly the episodes in episodes.csv.
     Returns {name: {episode, return, length, frames, render_ms_per_frame}}.
     """
-    from rl.envs import render_frame
     from rl.video import render_error
 
     vcfg = cfg["video"]
@@ -126,7 +119,7 @@ def record_episodes(cfg: dict, seed: int, policy_path, obs_stats: dict, episodes
                 if len(frames) < cap:
                     t0 = time.perf_counter()
                     try:
-                        frames.append(render_frame(env))
+                        frames.append(env.render())
                     except Exception as exc:
                         raise render_error(exc, vcfg["on_error"]) from exc
                     seconds[0] += time.perf_counter() - t0

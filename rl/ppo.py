@@ -24,7 +24,7 @@ from torchrl.objectives.value import GAE
 
 from rl.checkpoint import load_checkpoint, save_checkpoint
 from rl.config import config_hash
-from rl.envs import make_training_env
+from rl.envs import make_eval_env, make_training_env
 from rl.models import make_actor_critic
 from rl.progress import Progress
 
@@ -248,13 +248,10 @@ def train(
     torch.manual_seed(seed)
     env, actor, critic = build(cfg, seed, obs_stats, device)
     eval_seed = seed + 2 * cfg["evaluation"]["seed_offset"]
-    # the task itself, one copy; reseeded before each evaluation, so each evaluation is
-    # the first episode after a seed: the one make_env would run too (tests/test_ppo.py)
+    # the evaluation env, reseeded before each evaluation (the first episode after a seed);
     # gymnasium's MuJoCo whatever the training backend: a policy trained on mujoco-warp is
     # judged on the reference physics
-    eval_env = make_training_env(
-        cfg["env"], eval_seed, num_envs=1, obs_stats=obs_stats, device=device, backend="gymnasium"
-    )
+    eval_env = make_eval_env(cfg["env"], eval_seed, obs_stats=obs_stats, device=device)
     loss_module = ClipPPOLoss(
         actor_network=actor,
         critic_network=critic,

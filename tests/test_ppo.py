@@ -4,8 +4,9 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 from rl import config
-from rl.envs import make_env, make_training_env, observation_stats
-from rl.ppo import TIMING_COLUMNS, build, resolve_device, train
+from rl.envs import make_env, make_eval_env, make_training_env, observation_stats
+from rl.models import make_actor_critic
+from rl.ppo import TIMING_COLUMNS, build, evaluate_episode, resolve_device, train
 
 
 @pytest.fixture
@@ -64,6 +65,22 @@ def test_training_copies_step_the_same_task_as_the_evaluation_pipeline(cfg, stat
         assert int(a["step_count"][copy, end]) == 0, "the copy was reset after its episode"
     fast.close()
     wrapped.close()
+
+
+@pytest.mark.parametrize("max_steps", [1000, 5])  # episodes that fall; time-limited ones
+def test_evaluation_env_runs_make_envs_episodes(cfg, stats, max_steps):
+    """make_eval_env (a TrainingCopies with same-step autoreset) gives make_env's episodes,
+    one after another from one seed, to the last bit of the return."""
+    cfg["env"]["max_episode_steps"] = max_steps
+    reference, _ = make_env(cfg["env"], 3, num_envs=1, obs_stats=stats)
+    torch.manual_seed(0)
+    actor, _ = make_actor_critic(cfg["ppo"], 9, reference.action_spec, "cpu")
+    fast = make_eval_env(cfg["env"], 3, obs_stats=stats)
+    episodes = [evaluate_episode(reference, actor, max_steps) for _ in range(4)]
+    assert [evaluate_episode(fast, actor, max_steps) for _ in range(4)] == episodes
+    assert len(set(episodes)) == 4  # the starts differ from episode to episode
+    reference.close()
+    fast.close()
 
 
 def test_unknown_env_id_is_a_clear_error(cfg):

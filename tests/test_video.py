@@ -17,7 +17,7 @@ from PIL import Image
 
 from rl import config
 from rl.checkpoint import save
-from rl.envs import make_env, observation_stats
+from rl.envs import make_env, make_eval_env, observation_stats
 from rl.evaluation import evaluate, pick_episodes, record_episodes
 from rl.files import write_json
 from rl.models import make_actor_critic
@@ -71,7 +71,7 @@ def test_watching_an_episode_does_not_change_it(cfg, policy):
 
     results = {}
     for watched in (False, True):
-        env, _ = make_env(cfg["env"], 7, num_envs=1, obs_stats=stats)
+        env = make_eval_env(cfg["env"], 7, obs_stats=stats)
         actor, _ = load_actor(cfg, path, "cpu", env)
         rows = []
         for _ in range(3):
