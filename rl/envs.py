@@ -224,16 +224,18 @@ def make_training_env(
     device: str | torch.device = "cpu",
     episode_steps: list[int] | None = None,
     reset_noise_scale: float | None = None,
+    first_copy: int = 0,
 ) -> EnvBase:
     """The training loop's env of `num_envs` copies (None: env.num_envs; see
     TrainingCopies); episode limits cycled from `episode_steps` (None: the task's own
-    env.max_episode_steps), MuJoCo start noise `reset_noise_scale` (None: the task's
-    own). env.backend: gymnasium (TrainingCopies) or mujoco-warp (rl.warp_env.WarpCopies,
-    the same contract)."""
+    env.max_episode_steps), copy i taking the limit of copy first_copy + i of the cycle
+    (a collector worker's share of the copies), MuJoCo start noise `reset_noise_scale`
+    (None: the task's own). env.backend: gymnasium (TrainingCopies) or mujoco-warp
+    (rl.warp_env.WarpCopies, the same contract)."""
     check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
-    limits = [cycle[i % len(cycle)] for i in range(n)]
+    limits = [cycle[(first_copy + i) % len(cycle)] for i in range(n)]
     if env_cfg.get("backend", "gymnasium") == "mujoco-warp":
         from rl.warp_env import WarpCopies  # optional packages, imported only when chosen
 

@@ -106,10 +106,9 @@ class Collection:
 
     def _worker_envs(self) -> list:
         """Env constructors of the workers (picklable: worker processes are spawned); worker
-        k's copies take the time limits copies k*n..(k+1)*n-1 of one env would have."""
+        k's copies are copies k*n..(k+1)*n-1 of one env (their time limits)."""
         env_cfg, ppo, w = self._cfg["env"], self._cfg["ppo"], self._workers
         n = env_cfg["num_envs"] // w
-        cycle = ppo["train_episode_steps"] or [env_cfg["max_episode_steps"]]
         return [
             functools.partial(
                 make_training_env,
@@ -119,8 +118,9 @@ class Collection:
                 obs_stats=self._obs_stats,
                 reward_scale=ppo["reward_scale"],
                 device=self._device,
-                episode_steps=[cycle[(k * n + i) % len(cycle)] for i in range(n)],
+                episode_steps=ppo["train_episode_steps"],
                 reset_noise_scale=ppo["train_reset_noise_scale"],
+                first_copy=k * n,
             )
             for k in range(w)
         ]
