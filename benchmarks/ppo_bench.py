@@ -300,11 +300,24 @@ def figure(result: dict, path: Path) -> None:
     fig.savefig(path.with_suffix(".pdf"))
 
 
+def _solve_keys(tts: dict) -> dict:
+    """latest.json's keys of a time-to-solve run (full and solve modes)."""
+    return {
+        "ppo_best_fps": tts["best_fps"],
+        "ppo_time_to_solve_median_s": tts["time_to_solve_median_s"],
+    }
+
+
+def _history_name(result: dict, mode: str) -> str:
+    """<UTC time>-<mode>-<cpu|gpu>: a history file's name (without suffix)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{mode}-{'gpu' if result['machine']['cuda'] else 'cpu'}"
+
+
 def update_latest(path: Path, tts: dict, source: str) -> None:
     """The time-to-solve keys of latest.json from a solve run (the others stay)."""
     latest = json.loads(path.read_text()) if path.exists() else {}
-    latest["ppo_best_fps"] = tts["best_fps"]
-    latest["ppo_time_to_solve_median_s"] = tts["time_to_solve_median_s"]
+    latest.update(_solve_keys(tts))
     latest["ppo_time_to_solve_config"] = tts["config"]
     latest["ppo_time_to_solve_source"] = source
     path.write_text(json.dumps(latest, indent=1))
@@ -356,9 +369,7 @@ def main() -> None:
         result["time_to_solve"] = t = time_to_solve(
             args.config, args.seeds, baseline, args.env_id, args.threads, args.budget_frames
         )
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        where = "gpu" if result["machine"]["cuda"] else "cpu"
-        name = f"{stamp}-solve-{Path(args.config).stem}-{where}"
+        name = _history_name(result, f"solve-{Path(args.config).stem}")
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
         figure(result, out_dir / name)
         update_latest(out_dir / "latest.json", t, f"{name}.json")
@@ -391,8 +402,7 @@ def main() -> None:
         result["time_to_solve"] = time_to_solve(
             args.config, args.seeds, baseline, args.env_id, args.threads, args.budget_frames
         )
-        latest["ppo_best_fps"] = result["time_to_solve"]["best_fps"]
-        latest["ppo_time_to_solve_median_s"] = result["time_to_solve"]["time_to_solve_median_s"]
+        latest.update(_solve_keys(result["time_to_solve"]))
     print(f"pendulum: {len(args.pendulum_seeds)} seed(s), ours beside the tutorial", flush=True)
     result["pendulum"] = pendulum_speed(args.pendulum_seeds, baseline.parent)
     p = result["pendulum"]["summary"]
@@ -400,8 +410,7 @@ def main() -> None:
     latest["pendulum_speed_ratio_including_compile"] = p["speedup_including_first"]
     latest["pendulum_final_step_reward"] = p["ours_final_step_reward_last10"]
     result["latest"] = latest
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    name = f"{stamp}-{args.mode}-{'gpu' if result['machine']['cuda'] else 'cpu'}"
+    name = _history_name(result, args.mode)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     (out_dir / "latest.json").write_text(json.dumps({**latest, "raw": result}, indent=1))
     if args.mode == "full":
