@@ -48,8 +48,10 @@ def require_kit() -> Path:
 
 
 def pins() -> dict[str, str]:
+    """The image's pins: the runtime dependencies and the [warp] extra."""
     with open(REPO / "pyproject.toml", "rb") as f:
-        deps = tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    deps = project["dependencies"] + project["optional-dependencies"]["warp"]
     return {re.split(r"[\[=]", d)[0]: d.split("==")[1] for d in deps}
 
 

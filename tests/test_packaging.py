@@ -9,8 +9,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _pyproject_pins() -> list[str]:
+    """The runtime dependencies and the [warp] extra (environment.yml and the image carry
+    both)."""
     with open(REPO / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    return project["dependencies"] + project["optional-dependencies"]["warp"]
 
 
 def test_every_dependency_is_pinned_exactly():
