@@ -51,8 +51,8 @@ def worker(seed: int, compile: bool, threads: int | None) -> dict:
 
     import torch
 
-    from rl import config
-    from rl.pendulum import train
+    from rl.core import config
+    from rl.pendulum.train import train
 
     if threads:
         torch.set_num_threads(threads)

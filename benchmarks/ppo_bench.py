@@ -58,10 +58,10 @@ def worker(
     t_import = time.perf_counter()
     import torch
 
-    from rl import config as config_mod
-    from rl.envs import observation_stats
-    from rl.evaluation import evaluate
-    from rl.ppo import train
+    from rl.core import config as config_mod
+    from rl.ppo.envs import observation_stats
+    from rl.ppo.evaluate import evaluate
+    from rl.ppo.train import train
 
     import_s = time.perf_counter() - t_import
     if threads:
@@ -110,7 +110,7 @@ def worker(
         out["frames_to_solve"] = solved["frames"] if solved else None
         if final_eval:
             policy = Path(tmp) / "policy.pt"
-            from rl.checkpoint import save
+            from rl.core.checkpoint import save
 
             save(policy, {"actor": result["actor"].state_dict()})
             episodes = evaluate(cfg, seed, policy, stats)

@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import REPO, machine  # noqa: E402
 
-from rl.envs import TrainingCopies  # noqa: E402
-from rl.warp_env import WarpCopies  # noqa: E402
+from rl.ppo.envs import TrainingCopies  # noqa: E402
+from rl.ppo.warp import WarpCopies  # noqa: E402
 
 TASK = "InvertedDoublePendulum-v5"
 

@@ -11,8 +11,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rl import config as config_mod
-from rl import layout
+from rl.core import config as config_mod
+from rl.core import layout
 
 log = logging.getLogger("rl")
 
@@ -45,7 +45,7 @@ def _setup(args) -> dict:
 
 
 def cmd_validate_config(args) -> None:
-    from rl.files import write_text
+    from rl.core.files import write_text
 
     cfg = config_mod.load(args.config)
     if args.write:
@@ -54,7 +54,7 @@ def cmd_validate_config(args) -> None:
 
 
 def cmd_mlflow_init(args) -> None:
-    from rl import tracking
+    from rl.tracking import run as tracking
 
     cfg = _setup(args)
     info = tracking.init_store(cfg, cfg["seeds"], config_mod.variant_names(cfg), args.marker)
@@ -67,9 +67,9 @@ def cmd_mlflow_init(args) -> None:
 
 
 def cmd_obs_norm_stats(args) -> None:
-    from rl import provenance
-    from rl.envs import observation_stats
-    from rl.files import write_json
+    from rl.core import provenance
+    from rl.core.files import write_json
+    from rl.ppo.envs import observation_stats
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -98,7 +98,7 @@ def cmd_obs_norm_stats(args) -> None:
 
 
 def _track(cfg, args, stage, prov, artifacts=(), rows=None):
-    from rl.tracking import StageRun
+    from rl.tracking.run import StageRun
 
     with StageRun(
         cfg,
@@ -117,11 +117,11 @@ def _track(cfg, args, stage, prov, artifacts=(), rows=None):
 def cmd_train_ppo(args) -> None:
     import pandas as pd
 
-    from rl import provenance
-    from rl.checkpoint import save
-    from rl.files import read_json, write_csv
-    from rl.ppo import train
-    from rl.tracking import StageRun
+    from rl.core import provenance
+    from rl.core.checkpoint import save
+    from rl.core.files import read_json, write_csv
+    from rl.ppo.train import train
+    from rl.tracking.run import StageRun
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -193,7 +193,7 @@ def cmd_train_ppo(args) -> None:
 
 
 def _device(name: str):
-    from rl.ppo import resolve_device
+    from rl.ppo.train import resolve_device
 
     return resolve_device(name)
 
@@ -201,7 +201,7 @@ def _device(name: str):
 def _unless_skipped(cfg, step, *args):
     """Run a rendering step; with video.on_error: skip, a renderer that cannot work is a
     warning (returned as the reason) instead of failing the job."""
-    from rl.video import RenderUnavailable
+    from rl.analysis.video import RenderUnavailable
 
     try:
         return step(*args), None
@@ -215,9 +215,9 @@ def _unless_skipped(cfg, step, *args):
 def _episode_videos(cfg, args, episodes, stats: dict, skipped: str | None) -> list[Path]:
     """Render, caption and write the first and the worst evaluation episode; returns the
     files written (videos.json always, with the reason when they were skipped)."""
-    from rl.evaluation import record_episodes
-    from rl.files import write_json
-    from rl.video import episode_video_paths, write_episode_videos
+    from rl.analysis.video import episode_video_paths, write_episode_videos
+    from rl.core.files import write_json
+    from rl.ppo.evaluate import record_episodes
 
     vcfg = cfg["video"]
     paths = episode_video_paths(args.video_dir)
@@ -253,22 +253,22 @@ def _episode_videos(cfg, args, episodes, stats: dict, skipped: str | None) -> li
 
 
 def cmd_evaluate_ppo(args) -> None:
-    from rl import provenance
+    from rl.core import provenance
 
     cfg = _setup(args)
     started = datetime.now(UTC)
     record = cfg["video"]["enabled"] and args.video_dir is not None
     skipped = None
     if record:
-        from rl.video import configure_gl
+        from rl.analysis.video import configure_gl
 
         configure_gl(cfg["video"])  # before anything imports mujoco
-        from rl.evaluation import check_rendering
+        from rl.ppo.evaluate import check_rendering
 
         _, skipped = _unless_skipped(cfg, check_rendering, cfg)  # fail before evaluating
-    from rl.evaluation import evaluate, summarise
-    from rl.files import read_json, write_csv, write_json
-    from rl.tracking_sync import episode_rows
+    from rl.core.files import read_json, write_csv, write_json
+    from rl.ppo.evaluate import evaluate, summarise
+    from rl.tracking.sync import episode_rows
 
     stats = read_json(args.obs_stats, "observation statistics")
     episodes = evaluate(cfg, args.seed, args.policy, stats)
@@ -320,8 +320,8 @@ PPO_TIDY = {
 
 def aggregate_ppo(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True):
     """Write the across-seed tables of the PPO study from its tidy per-seed tables."""
-    from rl import aggregation as agg
-    from rl.files import write_csv
+    from rl.analysis import aggregation as agg
+    from rl.core.files import write_csv
 
     if write_tidy:
         for stem, frame in tidy.items():
@@ -339,9 +339,9 @@ def aggregate_ppo(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True):
 
 
 def cmd_aggregate(args) -> None:
-    from rl import aggregation as agg
-    from rl import provenance
-    from rl.tracking_sync import summary_rows
+    from rl.analysis import aggregation as agg
+    from rl.core import provenance
+    from rl.tracking.sync import summary_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -403,7 +403,7 @@ def _read_agg(agg_dir: Path, name: str, rule: str):
 
 def plot_ppo(cfg: dict, agg_dir: Path, png, pdf, stats_png, stats_pdf) -> None:
     """The PPO four-panel figure and the statistics figure, from the aggregate tables."""
-    from rl import plotting
+    from rl.analysis import plotting
 
     def read(name):
         return _read_agg(agg_dir, name, "aggregate")
@@ -434,7 +434,7 @@ def plot_ppo(cfg: dict, agg_dir: Path, png, pdf, stats_png, stats_pdf) -> None:
 
 
 def cmd_plot(args) -> None:
-    from rl import provenance
+    from rl.core import provenance
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -466,12 +466,12 @@ def cmd_plot(args) -> None:
 def cmd_train_pendulum(args) -> None:
     import pandas as pd
 
-    from rl import provenance
-    from rl.checkpoint import save
-    from rl.files import write_csv
-    from rl.pendulum import evaluate_controller, train
-    from rl.ppo import resolve_device
-    from rl.tracking import StageRun
+    from rl.core import provenance
+    from rl.core.checkpoint import save
+    from rl.core.files import write_csv
+    from rl.pendulum.train import evaluate_controller, train
+    from rl.ppo.train import resolve_device
+    from rl.tracking.run import StageRun
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -526,9 +526,9 @@ def cmd_train_pendulum(args) -> None:
 def cmd_animate_pendulum(args) -> None:
     import pandas as pd
 
-    from rl import provenance
-    from rl.files import write_json
-    from rl.video import animate_pendulum
+    from rl.analysis.video import animate_pendulum
+    from rl.core import provenance
+    from rl.core.files import write_json
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -581,8 +581,8 @@ PENDULUM_TIDY = {"train": PENDULUM_TRAIN_COLUMNS, "eval_trajectories": PENDULUM_
 
 def aggregate_pendulum(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True):
     """Write the across-seed tables of the pendulum study from its tidy per-seed tables."""
-    from rl import aggregation as agg
-    from rl.files import write_csv
+    from rl.analysis import aggregation as agg
+    from rl.core.files import write_csv
 
     boot = agg.Bootstrap.from_config(cfg["aggregate"])
     train, evals = tidy["train"], tidy["eval_trajectories"].copy()
@@ -609,9 +609,9 @@ def aggregate_pendulum(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True
 
 
 def cmd_aggregate_pendulum(args) -> None:
-    from rl import aggregation as agg
-    from rl import provenance
-    from rl.tracking_sync import summary_rows
+    from rl.analysis import aggregation as agg
+    from rl.core import provenance
+    from rl.tracking.sync import summary_rows
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -647,7 +647,7 @@ def cmd_aggregate_pendulum(args) -> None:
 
 
 def plot_pendulum(cfg: dict, agg_dir: Path, png, pdf) -> None:
-    from rl import plotting
+    from rl.analysis import plotting
 
     def read(name):
         return _read_agg(agg_dir, name, "aggregate_pendulum")
@@ -666,7 +666,7 @@ def plot_pendulum(cfg: dict, agg_dir: Path, png, pdf) -> None:
 
 
 def cmd_plot_pendulum(args) -> None:
-    from rl import provenance
+    from rl.core import provenance
 
     cfg = _setup(args)
     started = datetime.now(UTC)
@@ -708,7 +708,7 @@ def cmd_figures(args) -> None:
 
     import pandas as pd
 
-    from rl import provenance
+    from rl.core import provenance
 
     src = Path(getattr(args, "from"))
     out = Path(args.out) if args.out else src
@@ -790,7 +790,7 @@ def cmd_export_reference(args) -> None:
 def cmd_provenance(args) -> None:
     import json
 
-    from rl import provenance
+    from rl.core import provenance
 
     if args.json:
         _, rec = provenance.find(args.path)
@@ -800,7 +800,7 @@ def cmd_provenance(args) -> None:
 
 
 def cmd_mlflow_sync(args) -> None:
-    from rl.tracking_sync import sync_study
+    from rl.tracking.sync import sync_study
 
     cfg = config_mod.load(args.config)
     counts = sync_study(cfg, uri=args.to, config_path=args.config)
@@ -814,7 +814,7 @@ def cmd_mlflow_sync(args) -> None:
 def cmd_ui(args) -> None:
     import subprocess
 
-    from rl.tracking import redact, tracking_uri
+    from rl.tracking.run import redact, tracking_uri
 
     cfg = config_mod.load(args.config)
     uri = tracking_uri(cfg)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl import aggregation as agg
+from rl.analysis import aggregation as agg
 
 
 def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_data():

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from rl import checkpoint
+from rl.core import checkpoint
 
 
 def test_roundtrip(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl import config
+from rl.core import config
 
 REPO = Path(__file__).resolve().parent.parent
 

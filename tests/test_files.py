@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rl import files
+from rl.core import files
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):

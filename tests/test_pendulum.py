@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rl import config
-from rl.pendulum import TIMING_COLUMNS, evaluate_controller, load_policy, train
+from rl.core import config
+from rl.pendulum.train import TIMING_COLUMNS, evaluate_controller, load_policy, train
 
 COLUMNS = [
     "iteration",
@@ -98,7 +98,7 @@ def test_controller_evaluation_from_the_fixed_starts(cfg, tmp_path):
 
 
 def test_saved_policy_loads_into_the_configured_network(cfg, tmp_path):
-    from rl.checkpoint import save
+    from rl.core.checkpoint import save
 
     result = train(cfg, 0, tmp_path)
     save(tmp_path / "policy.pt", {"policy": result["policy"].state_dict()})
@@ -124,8 +124,8 @@ def test_training_learns_to_swing_up(cfg, tmp_path):
 def test_compiled_rollout_gives_the_eager_numbers(cfg):
     """`pendulum.compile` changes the speed, not the rollout: rewards and gradients agree
     with the eager path to float32 rounding (the first call compiles, about a minute)."""
-    from rl.pendulum import make_policy, make_rollout
-    from rl.pendulum_env import make_params
+    from rl.pendulum.env import make_params
+    from rl.pendulum.train import make_policy, make_rollout
 
     torch.manual_seed(0)
     net = make_policy(cfg["pendulum"])

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torchrl.envs.utils import check_env_specs
 
-from rl.pendulum_env import (
+from rl.pendulum.env import (
     DEFAULT_PHYSICS,
     OBSERVATION_KEYS,
     PendulumEnv,

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl import cli, config
+from rl import cli
+from rl.core import config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -93,7 +94,7 @@ def test_statistics_tables_hold_both_variants_and_the_comparison(tmp_path, cfg):
 
 
 def test_variants_get_one_colour_each_in_config_order():
-    from rl.plotting import variant_palette
+    from rl.analysis.plotting import variant_palette
 
     palette = variant_palette(["b", "a", "z"], order=["z", "a", "b"])
     assert list(palette) == ["z", "a", "b"] and len(set(palette.values())) == 3

@@ -3,10 +3,12 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from rl import config
-from rl.envs import make_env, make_eval_env, make_training_env, observation_stats
-from rl.models import make_actor_critic
-from rl.ppo import TIMING_COLUMNS, build, evaluate_episode, resolve_device, train
+from rl.core import config
+from rl.core.device import resolve_device
+from rl.ppo.envs import make_env, make_eval_env, make_training_env, observation_stats
+from rl.ppo.evaluate import evaluate_episode
+from rl.ppo.models import make_actor_critic
+from rl.ppo.train import TIMING_COLUMNS, build, train
 
 
 @pytest.fixture
@@ -84,9 +86,10 @@ def test_evaluation_env_runs_make_envs_episodes(cfg, stats, max_steps):
 
 
 def test_unknown_env_id_is_a_clear_error(cfg):
+    # checked once, by the config's validation, before any env is built
     cfg["env"]["id"] = "InvertedTriplePendulum-v5"
-    with pytest.raises(ValueError, match="env.id"):
-        make_env(cfg["env"], 0)
+    with pytest.raises(config.ConfigError, match="env.id"):
+        config.validate(cfg)
 
 
 def test_cuda_requested_without_gpu_is_a_clear_error():
@@ -177,12 +180,12 @@ def test_collector_workers_must_share_the_copies_evenly(ci_config):
 def test_checkpoint_from_other_settings_is_refused(cfg, stats, tmp_path):
     train(cfg, 0, stats, tmp_path)
     cfg["ppo"]["lr"] = 0.001
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other PPO settings"):
         train(cfg, 0, stats, tmp_path)
 
 
 def test_divergence_stops_with_a_diagnosis_and_keeps_the_checkpoint(cfg, stats, tmp_path):
-    from rl.ppo import TrainingDiverged
+    from rl.core.checkpoint import TrainingDiverged
 
     cfg["ppo"]["total_frames"] = 4096
     cfg["ppo"]["lr"] = 1e30  # the first update blows the weights up

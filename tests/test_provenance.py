@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rl import config, provenance
+from rl.core import config, provenance
 
 
 @pytest.fixture

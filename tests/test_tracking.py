@@ -12,9 +12,9 @@ import time
 import pytest
 import yaml
 
-from rl import config as config_mod
-from rl import tracking
-from rl.tracking import StageRun, TrackingUnavailable, redact
+from rl.core import config as config_mod
+from rl.tracking import run as tracking
+from rl.tracking.run import StageRun, TrackingUnavailable, redact
 
 SECRET = "s3cr3t-T0KEN"
 
@@ -42,7 +42,7 @@ def client_for(cfg):
 
 
 def prov(cfg, stage, seed=None, **extra):
-    from rl import provenance
+    from rl.core import provenance
 
     return provenance.record(cfg, stage=stage, seed=seed, variant="default") | extra
 
@@ -308,9 +308,9 @@ def test_logged_policy_loads_and_acts_like_the_evaluated_actor(cfg, store, monke
     import torch
     from tensordict import TensorDict
 
-    from rl.envs import make_env, observation_stats
-    from rl.models import make_actor_critic
-    from rl.ppo import evaluate_episode
+    from rl.ppo.envs import make_env, observation_stats
+    from rl.ppo.evaluate import evaluate_episode
+    from rl.ppo.models import make_actor_critic
 
     marker, _ = store
     torch.manual_seed(0)

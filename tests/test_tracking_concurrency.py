@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from rl import config as config_mod
-from rl import tracking
+from rl.core import config as config_mod
+from rl.tracking import run as tracking
 
 WORKERS, ROUNDS, STEPS, KEYS, ARTIFACTS = 8, 3, 60, ("reward", "loss", "lr"), 3
 pytestmark = pytest.mark.slow

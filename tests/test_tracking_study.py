@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rl import config as config_mod
-from rl import tracking, tracking_sync
+from rl.core import config as config_mod
+from rl.tracking import run as tracking
+from rl.tracking import sync as tracking_sync
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-T0KEN"
@@ -112,10 +113,9 @@ def test_logged_policy_of_the_study_acts_in_the_environment(live, monkeypatch):
     import mlflow
     import torch
 
-    from rl.envs import make_env
-    from rl.evaluation import load_actor
-    from rl.files import read_json
-    from rl.ppo import evaluate_episode
+    from rl.core.files import read_json
+    from rl.ppo.envs import make_env
+    from rl.ppo.evaluate import evaluate_episode, load_actor
 
     workdir, cfg, _ = live
     seed_dir = workdir / "results" / "ci" / "default" / "seed0"
@@ -168,7 +168,7 @@ def test_sync_rebuilds_a_deleted_store_and_is_idempotent(live, tmp_path):
 
 
 def test_sync_pushes_to_another_store_and_completes_a_partial_run(live, tmp_path):
-    from rl.files import read_json
+    from rl.core.files import read_json
 
     workdir, cfg, live_recs = live
     other = f"sqlite:///{tmp_path / 'team.db'}"

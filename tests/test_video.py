@@ -15,20 +15,19 @@ import torch
 import yaml
 from PIL import Image
 
-from rl import config
-from rl.checkpoint import save
-from rl.envs import make_env, make_eval_env, observation_stats
-from rl.evaluation import evaluate, pick_episodes, record_episodes
-from rl.files import write_json
-from rl.models import make_actor_critic
-from rl.ppo import evaluate_episode
-from rl.video import (
+from rl.analysis.video import (
     RenderUnavailable,
     animate_pendulum,
     check_frames,
     probe,
     write_episode_videos,
 )
+from rl.core import config
+from rl.core.checkpoint import save
+from rl.core.files import write_json
+from rl.ppo.envs import make_env, make_eval_env, observation_stats
+from rl.ppo.evaluate import evaluate, evaluate_episode, pick_episodes, record_episodes
+from rl.ppo.models import make_actor_critic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +66,7 @@ def test_watching_an_episode_does_not_change_it(cfg, policy):
     """The hook that renders (`on_state`) sees every state but the last and changes
     nothing: the same seeded episodes with and without it."""
     path, _, stats = policy
-    from rl.evaluation import load_actor
+    from rl.ppo.evaluate import load_actor
 
     results = {}
     for watched in (False, True):
@@ -236,7 +235,7 @@ def test_bad_video_config_names_the_key(cfg):
 
 
 def test_pendulum_animation_plays_every_step(cfg, tmp_path):
-    from rl.pendulum import evaluate_controller, make_policy
+    from rl.pendulum.train import evaluate_controller, make_policy
 
     torch.manual_seed(0)
     evals = evaluate_controller(cfg, make_policy(cfg["pendulum"]))

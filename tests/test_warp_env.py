@@ -18,10 +18,10 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from rl import config
-from rl.envs import make_training_env, observation_stats
-from rl.ppo import TIMING_COLUMNS, train
-from rl.warp_env import WarpCopies  # needs the [warp] extra, which make install installs
+from rl.core import config
+from rl.ppo.envs import make_training_env, observation_stats
+from rl.ppo.train import TIMING_COLUMNS, train
+from rl.ppo.warp import WarpCopies  # needs the [warp] extra, which make install installs
 
 TASK = "InvertedDoublePendulum-v5"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from rl.ppo import TIMING_COLUMNS
+from rl.ppo.train import TIMING_COLUMNS
 
 pytestmark = pytest.mark.slow
 SEED_DIR = Path("results/resume/default/seed0")

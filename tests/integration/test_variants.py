@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rl import config, provenance
+from rl.core import config, provenance
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/ci-variants.yaml"

@@ -211,7 +211,7 @@ def test_mlflow_holds_every_stage_of_every_seed(ci_run):
 def test_videos_exist_for_every_seed_and_reach_mlflow(ci_run):
     from mlflow.tracking import MlflowClient
 
-    from rl.video import probe
+    from rl.analysis.video import probe
 
     workdir, cfg, _ = ci_run
     study = workdir / "results" / "ci"
@@ -291,7 +291,7 @@ def test_bad_config_stops_before_any_job(workdir, tmp_path):
 def test_jobs_read_exactly_the_given_study_config(ci_run):
     """--configfile must not inherit the default study's values (Snakemake merges a
     `configfile:` directive under it; our Snakefile has none for that reason)."""
-    from rl import config
+    from rl.core import config
 
     workdir, _, _ = ci_run
     resolved = yaml.safe_load((workdir / "results" / "ci" / "config.yaml").read_text())

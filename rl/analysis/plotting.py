@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from rl.files import atomic_path  # noqa: E402
+from rl.core.files import atomic_path  # noqa: E402
 
 PPO_PANELS = [
     # (tidy table, metric column, title, y label)

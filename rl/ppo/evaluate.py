@@ -6,12 +6,37 @@ import time
 
 import pandas as pd
 import torch
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from rl.checkpoint import load
-from rl.envs import make_eval_env
-from rl.models import make_actor_critic
-from rl.ppo import evaluate_episode, resolve_device
-from rl.progress import Progress
+from rl.core.checkpoint import load
+from rl.core.device import resolve_device
+from rl.core.progress import Progress
+from rl.ppo.envs import make_eval_env
+from rl.ppo.models import make_actor_critic
+
+
+def evaluate_episode(env, actor, max_steps: int, on_state=None) -> tuple[float, int]:
+    """One deterministic episode (the policy's mode); returns (raw return, length).
+
+    `on_state(env)` is called after the reset and after every step but the last (the
+    environment resets itself on that one): the states of the episode, one per step, for
+    rendering. It must not act on the env; the episode is the same with or without it.
+    """
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        if on_state is None:
+            rollout = env.rollout(max_steps, actor, break_when_any_done=True)
+        else:
+            start = env.reset()
+            on_state(env)
+            rollout = env.rollout(
+                max_steps,
+                actor,
+                tensordict=start,
+                auto_reset=False,
+                break_when_any_done=True,
+                callback=lambda env, _: on_state(env),
+            )
+    return float(rollout["next", "reward"].sum()), int(rollout["next", "step_count"].max())
 
 
 def load_actor(cfg: dict, policy_path, device, env):
@@ -75,7 +100,7 @@ def check_rendering(cfg: dict) -> None:
     """Render one frame of a fresh environment of the evaluation's kind, so that a missing
     OpenGL library is reported before the evaluation runs, not after it. This environment
     is not the evaluation's: the evaluation's numbers do not depend on it."""
-    from rl.video import check_frames, render_error
+    from rl.analysis.video import check_frames, render_error
 
     vcfg = cfg["video"]
     env = make_eval_env(
@@ -101,7 +126,7 @@ def record_episodes(cfg: dict, seed: int, policy_path, obs_stats: dict, episodes
     wrote (checked), so the videos show exactly the episodes in episodes.csv.
     Returns {name: {episode, return, length, frames, render_ms_per_frame}}.
     """
-    from rl.video import render_error
+    from rl.analysis.video import render_error
 
     vcfg = cfg["video"]
     picks = pick_episodes(episodes)

@@ -23,8 +23,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import EnvBase
 
-from rl.config import WARP_TASKS
-from rl.envs import set_task_specs
+from rl.ppo.specs import set_task_specs
 
 log = logging.getLogger("rl")
 
@@ -47,7 +46,7 @@ def _import_warp():
 class WarpCopies(EnvBase):
     """`len(limits)` worlds of InvertedDoublePendulum-v5 in mujoco-warp as one batched TorchRL
     env (batch [n]) on `device` (cpu, or a cuda device: warp runs on the same one). The same
-    contract as `rl.envs.TrainingCopies`: normalised float32 observations, scaled rewards, a
+    contract as `rl.ppo.envs.TrainingCopies`: normalised float32 observations, scaled rewards, a
     per-world step count, world i truncated at limits[i] steps, worlds reset where TorchRL's
     `_reset` mask says; `set_seed(s)` seeds the start-state generator and resets every world.
     `reset_noise_scale` None: the task's own (0.1)."""
@@ -62,18 +61,13 @@ class WarpCopies(EnvBase):
         reset_noise_scale: float | None = None,
         device: str | torch.device = "cpu",
     ):
-        if env_id not in WARP_TASKS:
-            raise ValueError(
-                f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env_id}': "
-                f"use rl.envs.TrainingCopies (env.backend: gymnasium) for it."
-            )
         wp, mjw = _import_warp()
         if torch.device(device).type == "cpu":
             log.warning(
-                "env.backend: mujoco-warp on the CPU: correct but slow (about 4,000 frames/s "
-                "at 1,024 worlds on 2 cores, where the gymnasium backend does about 11,000); "
-                "it is meant for a GPU (device: cuda or auto). The first run compiles its "
-                "kernels (~20 s, cached in ~/.cache/warp)."
+                "env.backend: mujoco-warp on the CPU: correct but several times slower than "
+                "the gymnasium backend there (docs/benchmarks.md); it is meant for a GPU "
+                "(device: cuda or auto). The first run compiles its kernels once (cached in "
+                "~/.cache/warp)."
             )
         self._wp, self._mjw = wp, mjw
         n = len(limits)

@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rl.core.secrets import has_credentials
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
@@ -135,7 +137,7 @@ def check_variants(cfg: dict, source: str = "the config") -> None:
 def variant_names(cfg: Mapping[str, Any], study: str | None = None) -> list[str]:
     """The study's variants in config order (`default` when it declares none); with
     `study` ('ppo' or 'pendulum'), only the variants that run it."""
-    from rl.layout import DEFAULT_VARIANT
+    from rl.core.layout import DEFAULT_VARIANT
 
     if not cfg.get("variants"):
         return [DEFAULT_VARIANT]
@@ -150,7 +152,7 @@ def variant_config(cfg: Mapping[str, Any], name: str, source: str = "the config"
     """The resolved config of one variant: the base config with the variant's overrides
     applied and validated, without the `variants` list. A study without variants has one,
     `default`, whose config is the study's own (so its hashes stay as they were)."""
-    from rl.layout import DEFAULT_VARIANT
+    from rl.core.layout import DEFAULT_VARIANT
 
     if not cfg.get("variants"):
         if name != DEFAULT_VARIANT:
@@ -231,7 +233,7 @@ def check_env_id(env_id: str, source: str = "the config") -> None:
         )
 
 
-# The tasks rl.warp_env implements (env.backend: mujoco-warp).
+# The tasks rl.ppo.warp implements (env.backend: mujoco-warp).
 WARP_TASKS = ("InvertedDoublePendulum-v5",)
 
 
@@ -279,8 +281,6 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
         )
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
-        from rl.tracking import has_credentials  # imports neither torch nor mlflow
-
         if has_credentials(uri):
             fail(
                 "mlflow.tracking_uri",
@@ -318,7 +318,7 @@ def load(path: str | Path) -> dict:
 
 def write_resolved(path: str | Path, text: str) -> None:
     """Write the resolved config only when it changed (an unchanged study stays a no-op)."""
-    from rl.files import write_text
+    from rl.core.files import write_text
 
     path = Path(path)
     if not path.is_file() or path.read_text() != text:

@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rl import layout
-from rl.config import config_hash, variant_config, variant_names
-from rl.files import read_json
-from rl.tracking import StageRun, open_store, redact, tracking_uri
+from rl.core import layout
+from rl.core.config import config_hash, variant_config, variant_names
+from rl.core.files import read_json
+from rl.tracking.run import StageRun, open_store, redact, tracking_uri
 
 log = logging.getLogger("rl")
 
@@ -114,8 +114,8 @@ def stage_artifacts(stage: str, folder: Path) -> list[Path]:
 
 
 def _log_synced_policy(run: StageRun, cfg: dict, folder: Path, variant: str, seed: int) -> None:
-    from rl.envs import make_env
-    from rl.evaluation import load_actor
+    from rl.ppo.envs import make_env
+    from rl.ppo.evaluate import load_actor
 
     stats_path = layout.outputs(cfg)["obs_norm"].format(variant=variant, seed=seed)
     stats = read_json(stats_path, "observation statistics")

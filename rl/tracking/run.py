@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -29,32 +28,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rl import layout
-from rl.config import config_hash, flatten
-from rl.files import read_json, write_json
+from rl.core import layout
+from rl.core.config import config_hash, flatten
+from rl.core.files import read_json, write_json
+from rl.core.secrets import redact
 
 log = logging.getLogger("rl")
 
 MODEL_NAME = "policy"
 CONFIG_ARTIFACT_DIR = "config"
-
-# ---------------------------------------------------------------------------- secrets
-
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_SECRET_QUERY = re.compile(
-    r"(?i)([?&;](?:token|access_token|api_key|apikey|key|password|passwd|pwd|secret|sig)=)"
-    r"[^&;#\s]+"
-)
-
-
-def redact(text: str) -> str:
-    """`text` with URL credentials (user:password@, token=... query values) replaced by ***."""
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub("***@", str(text)))
-
-
-def has_credentials(uri: str) -> bool:
-    return redact(uri) != uri
-
 
 # ---------------------------------------------------------------------------- the store
 
@@ -618,7 +600,7 @@ class StageRun:
         import numpy as np
         import torch
 
-        from rl.policy_model import deterministic_policy
+        from rl.ppo.models import deterministic_policy
 
         existing = self.client.search_logged_models(
             [self.experiment_id],

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDict
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
@@ -25,7 +24,7 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymWrapper
 
-from rl.config import check_env_id
+from rl.ppo.specs import set_task_specs
 
 
 def make_env(
@@ -43,7 +42,6 @@ def make_env(
     TorchRL inserts its own vector-env transform first, so indexing would be fragile.
     Every copy runs the task itself (env.max_episode_steps, the task's start noise).
     """
-    check_env_id(env_cfg["id"])
     n = num_envs or env_cfg["num_envs"]
     venv = gymnasium.make_vec(
         env_cfg["id"],
@@ -69,27 +67,6 @@ def make_env(
     env = TransformedEnv(base, Compose(*transforms))
     env.set_seed(seed)
     return env, norm
-
-
-def set_task_specs(env: EnvBase, obs_dim: int, low, high, max_steps: int) -> None:
-    """The specs of a training env of batch [n] (TrainingCopies, WarpCopies): float32
-    observations and a step count, float32 actions in [low, high], a float32 reward, and
-    done/terminated/truncated flags."""
-    n, device, f32 = env.batch_size[0], env.device, torch.float32
-    env.observation_spec = Composite(
-        observation=Unbounded((n, obs_dim), dtype=f32, device=device),
-        step_count=Bounded(0, max_steps, (n, 1), dtype=torch.int64, device=device),
-        shape=(n,),
-        device=device,
-    )
-    low = torch.as_tensor(low, dtype=f32).expand(n, -1)
-    high = torch.as_tensor(high, dtype=f32).expand(n, -1)
-    env.action_spec = Bounded(low, high, low.shape, dtype=f32, device=device)
-    env.reward_spec = Unbounded((n, 1), dtype=f32, device=device)
-    flag = Categorical(2, (n, 1), dtype=torch.bool, device=device)
-    env.done_spec = Composite(
-        done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=device
-    )
 
 
 class TrainingCopies(EnvBase):
@@ -231,13 +208,12 @@ def make_training_env(
     env.max_episode_steps), copy i taking the limit of copy first_copy + i of the cycle
     (a collector worker's share of the copies), MuJoCo start noise `reset_noise_scale`
     (None: the task's own). env.backend: gymnasium (TrainingCopies) or mujoco-warp
-    (rl.warp_env.WarpCopies, the same contract)."""
-    check_env_id(env_cfg["id"])
+    (rl.ppo.warp.WarpCopies, the same contract)."""
     n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
     limits = [cycle[(first_copy + i) % len(cycle)] for i in range(n)]
     if env_cfg.get("backend", "gymnasium") == "mujoco-warp":
-        from rl.warp_env import WarpCopies  # optional packages, imported only when chosen
+        from rl.ppo.warp import WarpCopies  # optional packages, imported only when chosen
 
         env = WarpCopies(
             env_cfg["id"],
@@ -284,7 +260,6 @@ def make_eval_env(
     (same-step autoreset; tests/test_ppo.py checks it), at a third of its cost.
     `render_size` (width, height): `env.render()` gives rgb_array frames of that size from
     `camera` (gymnasium's default_camera_config; None: the env's)."""
-    check_env_id(env_cfg["id"])
     kwargs = {}
     if render_size is not None:
         kwargs = {"render_mode": "rgb_array", "width": render_size[0], "height": render_size[1]}

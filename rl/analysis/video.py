@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rl.files import atomic_path
+from rl.core.files import atomic_path
 
 log = logging.getLogger("rl")
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from rl.config import config_hash
-from rl.files import write_json
+from rl.core.config import config_hash
+from rl.core.files import write_json
 
 PACKAGES = (
     "torch",
@@ -32,7 +32,7 @@ PACKAGES = (
     "snakemake",
     "rl-pipeline",
 )
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(*args: str) -> str | None:

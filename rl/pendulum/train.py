@@ -25,21 +25,17 @@ import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
 
-from rl.checkpoint import load, save
-from rl.config import config_hash
-from rl.pendulum_env import angle_normalize, batched_rollout, make_env, make_params
-from rl.ppo import resolve_device
-from rl.progress import Progress
+from rl.core.checkpoint import Checkpoint, TrainingDiverged, load
+from rl.core.config import config_hash
+from rl.core.device import resolve_device
+from rl.core.nets import ACTIVATIONS
+from rl.core.progress import Progress
+from rl.pendulum.env import angle_normalize, batched_rollout, make_env, make_params
 
 log = logging.getLogger("rl")
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 TIMING_COLUMNS = ("iters_per_s", "wall_s")
 COMPILE_OPTIONS = {"cpp_wrapper": True, "cpp_wrapper_build_separate": True}
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 def make_policy(pcfg: dict, obs_dim: int = 3) -> nn.Sequential:
@@ -91,6 +87,49 @@ def make_rollout(
     return torch.compile(rollout, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
 
 
+def _iteration(net, rollout, optim, sched, pendulum, params, pcfg: dict) -> tuple:
+    """One BPTT step: roll a batch out from fresh starts, back-propagate minus the mean
+    reward through every simulator step, clip, step Adam and the schedule. Returns
+    (return, final-step reward, gradient norm, lr) as Python numbers (one sync)."""
+    th, thdot = pendulum.initial_state((pcfg["batch_size"],))
+    reward = rollout(th, thdot, params)
+    loss = -reward.mean()
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg["max_grad_norm"])
+    optim.step()
+    lr = optim.param_groups[0]["lr"]
+    sched.step()
+    with torch.no_grad():
+        ret, last, gn = torch.stack([reward.sum(0).mean(), reward[-1].mean(), grad_norm]).tolist()
+    return ret, last, gn, lr
+
+
+def _row(state: dict, pcfg: dict, values: tuple, dt: float, ckpt: Checkpoint) -> dict:
+    """Commit one iteration to the loop state; a non-finite return or gradient stops the run."""
+    ret, last, gn, lr = values
+    if not math.isfinite(ret) or not math.isfinite(gn):
+        raise TrainingDiverged(
+            f"Training diverged at iteration {state['iteration'] + 1}: return {ret}, "
+            f"gradient norm {gn}. Lower pendulum.lr or pendulum.max_grad_norm; the last "
+            f"checkpoint ({ckpt.path}) is kept, rerun to resume."
+        )
+    state["iteration"] += 1
+    state["wall_s"] += dt
+    row = {
+        "iteration": state["iteration"],
+        "frames": state["iteration"] * pcfg["batch_size"] * pcfg["horizon"],
+        "return": ret,
+        "final_step_reward": last,
+        "grad_norm": gn,
+        "lr": lr,
+        "iters_per_s": 1.0 / dt,
+        "wall_s": state["wall_s"],
+    }
+    state["rows"].append(row)
+    return row
+
+
 def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
     """Train one seed; returns {'state', 'policy', 'device', 'checkpoint'}.
 
@@ -112,109 +151,38 @@ def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
         optim, T_max=pcfg["lr_schedule_steps"] or pcfg["iterations"]
     )
     settings = config_hash(training_settings(cfg))
-    state = {"iteration": 0, "rows": [], "wall_s": 0.0, "settings": settings}
-    ckpt_path = Path(out_dir) / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = _restore(ckpt_path, settings, net, optim, sched, pendulum)
-        log.info("resuming from checkpoint %s at iteration %d", ckpt_path, state["iteration"])
-
-    def checkpoint() -> None:
-        save(
-            ckpt_path,
-            {
-                "state": state,
-                "policy": net.state_dict(),
-                "optim": optim.state_dict(),
-                "sched": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "env_rng": pendulum.rng.get_state(),
-            },
-        )
-        log.info("checkpoint at iteration %d -> %s", state["iteration"], ckpt_path)
-
-    batch, horizon = pcfg["batch_size"], pcfg["horizon"]
-    params = dict(make_params(pcfg["physics"], [batch], device)["params"].items())
-    rollout = make_rollout(net, horizon, pcfg["compile"])
-    progress = Progress(
-        pcfg["iterations"],
-        "iterations",
-        cfg["progress"]["log_interval_seconds"],
-        state["iteration"],
-    )
+    ckpt = Checkpoint(Path(out_dir) / "checkpoint.pt", settings, "pendulum")
+    saved = {"policy": net, "optim": optim, "sched": sched}
+    generators = {"env_rng": pendulum.rng}
+    state = ckpt.restore(saved, generators)
+    if state is None:
+        state = {"iteration": 0, "rows": [], "wall_s": 0.0, "settings": settings}
+    else:
+        log.info("resuming from checkpoint %s at iteration %d", ckpt.path, state["iteration"])
+    params = dict(make_params(pcfg["physics"], [pcfg["batch_size"]], device)["params"].items())
+    rollout = make_rollout(net, pcfg["horizon"], pcfg["compile"])
+    interval = cfg["progress"]["log_interval_seconds"]
+    progress = Progress(pcfg["iterations"], "iterations", interval, state["iteration"])
     last_ckpt = time.monotonic()
     try:
-        while state["iteration"] < pcfg["iterations"]:
-            t0 = time.perf_counter()
-            th, thdot = pendulum.initial_state((batch,))
-            reward = rollout(th, thdot, params)
-            loss = -reward.mean()
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), pcfg["max_grad_norm"])
-            optim.step()
-            lr = optim.param_groups[0]["lr"]
-            sched.step()
-            with torch.no_grad():
-                ret, last, gn = torch.stack(
-                    [reward.sum(0).mean(), reward[-1].mean(), grad_norm]
-                ).tolist()
-            if not math.isfinite(ret) or not math.isfinite(gn):
-                raise TrainingDiverged(
-                    f"Training diverged at iteration {state['iteration'] + 1}: return {ret}, "
-                    f"gradient norm {gn}. Lower pendulum.lr or pendulum.max_grad_norm; the last "
-                    f"checkpoint ({ckpt_path}) is kept, rerun to resume."
-                )
-            dt = time.perf_counter() - t0
-            state["iteration"] += 1
-            state["wall_s"] += dt
-            row = {
-                "iteration": state["iteration"],
-                "frames": state["iteration"] * batch * horizon,
-                "return": ret,
-                "final_step_reward": last,
-                "grad_norm": gn,
-                "lr": lr,
-                "iters_per_s": 1.0 / dt,
-                "wall_s": state["wall_s"],
-            }
-            state["rows"].append(row)
-            if on_iteration is not None:
-                on_iteration(row)
-            progress.update(state["iteration"], ret=ret, final_step_reward=last)
-            done = state["iteration"] >= pcfg["iterations"]
-            if not done and (
-                state["iteration"] % pcfg["checkpoint_interval_iterations"] == 0
-                or time.monotonic() - last_ckpt >= 60 * pcfg["checkpoint_interval_minutes"]
-            ):
-                checkpoint()
-                last_ckpt = time.monotonic()
-    except KeyboardInterrupt:
-        log.warning(
-            "interrupted at iteration %d; rerun to resume from the last checkpoint (%s)",
-            state["iteration"],
-            ckpt_path if ckpt_path.exists() else "none yet",
-        )
-        raise
+        with ckpt.on_interrupt(lambda: f"iteration {state['iteration']}"):
+            while state["iteration"] < pcfg["iterations"]:
+                t0 = time.perf_counter()
+                values = _iteration(net, rollout, optim, sched, pendulum, params, pcfg)
+                row = _row(state, pcfg, values, time.perf_counter() - t0, ckpt)
+                if on_iteration is not None:
+                    on_iteration(row)
+                progress.update(state["iteration"], ret=row["return"], final_step_reward=values[1])
+                done = state["iteration"] >= pcfg["iterations"]
+                if not done and (
+                    state["iteration"] % pcfg["checkpoint_interval_iterations"] == 0
+                    or time.monotonic() - last_ckpt >= 60 * pcfg["checkpoint_interval_minutes"]
+                ):
+                    ckpt.save(f"iteration {state['iteration']}", state, saved, generators)
+                    last_ckpt = time.monotonic()
     finally:
         progress.close()
-    return {"state": state, "policy": net, "device": device, "checkpoint": ckpt_path}
-
-
-def _restore(path: Path, settings: str, net, optim, sched, pendulum) -> dict:
-    ckpt = load(path, "pendulum training checkpoint")
-    found = ckpt.get("state", {}).get("settings")
-    if found != settings:
-        raise ValueError(
-            f"The checkpoint '{path}' was written by a run with other pendulum settings "
-            f"(hash {found}, this config: {settings}): resuming would mix two configurations. "
-            f"Restore the config it was made with, or delete the checkpoint to start over."
-        )
-    net.load_state_dict(ckpt["policy"])
-    optim.load_state_dict(ckpt["optim"])
-    sched.load_state_dict(ckpt["sched"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    pendulum.rng.set_state(ckpt["env_rng"])
-    return ckpt["state"]
+    return {"state": state, "policy": net, "device": device, "checkpoint": ckpt.path}
 
 
 def load_policy(cfg: dict, path: str | Path) -> nn.Sequential:

@@ -1,0 +1,1 @@
+"""Across-seed statistics, figures and videos, from the files under results/ alone."""
