@@ -36,8 +36,9 @@ run: install  ## the default study (configs/default.yaml) on the CPU, local sqli
 test: install  ## every test, the integration and slow ones included
 	$(BIN)/python -m pytest
 
-# Benchmarks (not tests): ours beside ../shared/baselines (BASELINES=...), same run, medians.
-BASELINES ?= $(abspath ../shared/baselines)
+# Benchmarks (not tests): ours beside the tutorials in benchmarks/baselines (kept unchanged;
+# BASELINES=... for another copy), same run, medians.
+BASELINES ?= benchmarks/baselines
 bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum speed; latest.json
 	$(BIN)/python benchmarks/ppo_bench.py quick --frames 20000 --baseline $(BASELINES)
 

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BASELINES = Path(__file__).resolve().parent / "baselines"  # the tutorials, kept unchanged
 
 
 def baseline_path(arg: str | None, filename: str) -> Path:
-    """`arg` (the file or its folder), else $RL_BASELINES, else ../shared/baselines."""
-    path = Path(arg or os.environ.get("RL_BASELINES", REPO.parent / "shared" / "baselines"))
-    path = path / filename if path.is_dir() else path
+    """`arg` (the file or its folder), else $RL_BASELINES, else benchmarks/baselines."""
+    path = Path(arg or os.environ.get("RL_BASELINES") or BASELINES)
+    path = (path / filename if path.is_dir() else path).resolve()  # runs use cwd=REPO
     if not path.is_file():
         sys.exit(
             f"The tutorial baseline was not found at {path}. Pass --baseline PATH (the file "

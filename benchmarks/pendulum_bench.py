@@ -7,7 +7,7 @@
 Both train with the tutorial's settings (batch 32, 100-step rollouts, 3x64 tanh MLP, Adam
 2e-3, cosine T_max 20000, gradient clipping at 1.0, 20000 // 32 = 625 iterations) in fresh
 processes, alternating baseline and ours seed by seed so both see the same machine load.
-The baseline is ../shared/baselines/tutorial_pendulum.py, unchanged; ours is
+The baseline is benchmarks/baselines/tutorial_pendulum.py, unchanged; ours is
 `rl.pendulum.train` (the product code) with `pendulum.compile` as asked.
 
 Reported per implementation: iterations/s (the baseline's own figure: iterations over its

@@ -4,7 +4,7 @@
     python benchmarks/ppo_bench.py full    # + time-to-solve and staying solved, >= 5 seeds
 
 1. engineering speed: our `train_ppo` with the tutorial's own hyper-parameters
-   (configs/tutorial.yaml) against ../shared/baselines/tutorial_ppo.py, same frames, same
+   (configs/tutorial.yaml) against benchmarks/baselines/tutorial_ppo.py, same frames, same
    environment id, alternating, in fresh processes; frames/s = frames / training wall time
    (evaluations included for both, imports excluded for both).
 2. time-to-solve with our best settings (configs/paper.yaml's tuned base unless --config):
@@ -33,19 +33,6 @@ SOLVED = 9100.0
 
 
 # ----------------------------------------------------------------------------- workers
-def _override(cfg: dict, assignments: list[str]) -> None:
-    """Apply `section.key=value` overrides (values parsed as YAML)."""
-    import yaml
-
-    for item in assignments:
-        dotted, _, value = item.partition("=")
-        *parents, last = dotted.split(".")
-        node = cfg
-        for key in parents:
-            node = node[key]
-        node[last] = yaml.safe_load(value)
-
-
 def worker(
     config: str,
     seed: int,
@@ -66,11 +53,9 @@ def worker(
     import_s = time.perf_counter() - t_import
     if threads:
         torch.set_num_threads(threads)
-    cfg = config_mod.load(REPO / config)
-    if frames:
-        cfg["ppo"]["total_frames"] = frames
-    _override(cfg, list(overrides))
-    cfg = config_mod.validate(cfg, source=f"{config} with overrides {list(overrides)}")
+    # --frames and each --set (section.key=value) applied to the file, then validated once
+    sets = ([f"ppo.total_frames={frames}"] if frames else []) + list(overrides)
+    cfg = config_mod.load(REPO / config, sets)
     cfg["mlflow"]["enabled"] = False
     stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], seed)
     t0 = time.perf_counter()
