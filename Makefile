@@ -45,8 +45,11 @@ bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum s
 bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds of configs/fast.yaml, final fresh-episode checks, figure
 	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --baseline $(BASELINES)
 
+# snakefmt at ruff's line length (pyproject.toml [tool.ruff]); tests/test_workflow_lint.py too
+RULES_LINE_LENGTH := $(shell sed -n 's/^line-length = //p' pyproject.toml)
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check --line-length $(RULES_LINE_LENGTH) Snakefile workflow/
 	$(BIN)/snakemake --lint --configfile configs/ci.yaml
 
 # The committed reference result the README's figures come from (tidy per-seed tables).

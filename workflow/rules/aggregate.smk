@@ -13,9 +13,7 @@ rule aggregate:
         episodes=OUT["agg_eval"],
         curves=os.path.join(OUT["agg_dir"], "ppo_train_curves.csv"),
         eval_curves=os.path.join(OUT["agg_dir"], "ppo_train_eval_curves.csv"),
-        summary=report(
-            OUT["agg_summary"], caption="../report/ppo_summary.rst", category="PPO"
-        ),
+        summary=report(OUT["agg_summary"], caption="../report/ppo_summary.rst", category="PPO"),
         thresholds=report(
             OUT["agg_thresholds"], caption="../report/ppo_thresholds.rst", category="PPO"
         ),
@@ -25,17 +23,18 @@ rule aggregate:
         ),
     log:
         os.path.join(OUT["logs"], "aggregate", "all.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         config=RESOLVED_CONFIG,
         settings=settings_hash("aggregate"),
         out_dir=lambda w, output: os.path.dirname(output.summary),
         marker=MARKER_ARG,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "python -m rl aggregate --config {params.config} --train {input.train}"
+        f"{RL} -m rl aggregate"
+        " --config {params.config} --train {input.train}"
         " --train-eval {input.train_eval} --episodes {input.episodes}"
         " --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
 
@@ -53,16 +52,17 @@ rule plot:
         stats_pdf=OUT["fig_stats_pdf"],
     log:
         os.path.join(OUT["logs"], "plot", "all.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         config=RESOLVED_CONFIG,
         settings=settings_hash("plot", "env", "study"),
         agg_dir=lambda w, input: os.path.dirname(input.tables[0]),
         marker=MARKER_ARG,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "python -m rl plot --config {params.config} --agg-dir {params.agg_dir}"
+        f"{RL} -m rl plot"
+        " --config {params.config} --agg-dir {params.agg_dir}"
         " --png {output.png} --pdf {output.pdf} --stats-png {output.stats_png}"
         " --stats-pdf {output.stats_pdf} {params.marker} > {log} 2>&1"

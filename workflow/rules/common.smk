@@ -1,14 +1,55 @@
 # The only logic of the workflow: config validation, paths, provenance environment.
+import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-sys.path.insert(0, workflow.basedir)
-from rl import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast parse)
-from rl import layout  # noqa: E402
+# RL: the interpreter of every rule's `python -m rl <verb>`. In the training image
+# (--use-apptainer, --use-singularity, --sdm apptainer) the image's `python`. Otherwise the
+# interpreter this workflow was started with (.venv/bin/snakemake: the venv's, whatever is
+# first on PATH), checked now for the package's runtime dependencies: a wrong one fails
+# here with one paragraph, not in the first job with a traceback. find_spec imports nothing
+# (no torch, no mlflow: the parse stays fast). A rule's shell starts with the f-string part
+# f"{RL} -m rl <verb>" (filled in now; `snakemake --lint` flags a global in `{...}` of a
+# shell command) and goes on in plain strings, formatted per job.
+RUNTIME_MODULES = ("torch", "torchrl", "tensordict", "gymnasium", "mujoco", "mlflow")
+_deployment = getattr(workflow, "deployment_settings", None)
+IN_CONTAINER = (
+    _deployment is not None and DeploymentMethod.APPTAINER in _deployment.deployment_method
+)
 
+
+def _importable(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+if IN_CONTAINER:
+    RL = "python"
+else:
+    RL = shlex.quote(sys.executable)
+    _missing = [m for m in RUNTIME_MODULES if not _importable(m)]
+    if _missing:
+        raise WorkflowError(
+            f"The rules run `python -m rl` with the interpreter this workflow was started "
+            f"with, {sys.executable}, and it cannot import {', '.join(_missing)} (runtime "
+            f"dependencies of the rl package): this snakemake is not the project's. Start "
+            f"the project's snakemake instead: `source .venv/bin/activate` and run your "
+            f"command again, or call `.venv/bin/snakemake ...`, or `make run` (it makes the "
+            f"venv and uses it); or install the package into this interpreter with "
+            f"`{RL} -m pip install -e .`; or run every rule in the training image with "
+            f"--use-apptainer."
+        )
+
+sys.path.insert(0, workflow.basedir)
+from rl.core import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast parse)
+from rl.core import layout  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(workflow.basedir, "configs", "default.yaml")
 if "study" not in config:  # no --configfile: the embedded default study (+ any --config)

@@ -7,6 +7,10 @@ rule mlflow_init:
         OUT["mlflow_marker"],
     log:
         os.path.join(OUT["logs"], "mlflow_init", "all.log"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     params:
         config=RESOLVED_CONFIG,
         # not the seeds: stage jobs add the parent run of a new seed themselves
@@ -14,9 +18,5 @@ rule mlflow_init:
         + rl_config.config_hash(
             {k: config["mlflow"][k] for k in ("enabled", "tracking_uri", "experiment")}
         ),
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     shell:
-        "python -m rl mlflow-init --config {params.config} --marker {output} > {log} 2>&1"
+        f"{RL} -m rl mlflow-init" " --config {params.config} --marker {output} > {log} 2>&1"

@@ -11,17 +11,18 @@ rule train_pendulum:
         evals=OUT["pendulum_eval"],
     log:
         log_path("train_pendulum"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         config=RESOLVED_CONFIG,
         settings=settings_hash("pendulum"),
         out_dir=OUT["pendulum_dir"],
         marker=MARKER_ARG,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=60,
     shell:
-        "python -m rl train-pendulum --config {params.config} --seed {wildcards.seed}"
+        f"{RL} -m rl train-pendulum"
+        " --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --out-dir {params.out_dir}"
         " {params.marker} > {log} 2>&1"
 
@@ -41,16 +42,17 @@ rule animate_pendulum:
         gif=OUT["pendulum_animation_gif"],
     log:
         log_path("animate_pendulum"),
-    params:
-        config=RESOLVED_CONFIG,
-        settings=settings_hash("video", "pendulum"),
-        marker=MARKER_ARG,
     threads: 1
     resources:
         mem_mb=1000,
         runtime=15,
+    params:
+        config=RESOLVED_CONFIG,
+        settings=settings_hash("video", "pendulum"),
+        marker=MARKER_ARG,
     shell:
-        "python -m rl animate-pendulum --config {params.config} --seed {wildcards.seed}"
+        f"{RL} -m rl animate-pendulum"
+        " --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --trajectories {input.evals}"
         " --mp4 {output.mp4} --gif {output.gif} {params.marker} > {log} 2>&1"
 
@@ -72,17 +74,18 @@ rule aggregate_pendulum:
         ),
     log:
         os.path.join(OUT["logs"], "aggregate_pendulum", "all.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         config=RESOLVED_CONFIG,
         settings=settings_hash("aggregate"),
         out_dir=lambda w, output: os.path.dirname(output.summary),
         marker=MARKER_ARG,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "python -m rl aggregate-pendulum --config {params.config} --train {input.train}"
+        f"{RL} -m rl aggregate-pendulum"
+        " --config {params.config} --train {input.train}"
         " --evals {input.evals} --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
 
 
@@ -99,15 +102,16 @@ rule plot_pendulum:
         pdf=OUT["fig_pendulum_pdf"],
     log:
         os.path.join(OUT["logs"], "plot_pendulum", "all.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         config=RESOLVED_CONFIG,
         settings=settings_hash("plot", "study"),
         agg_dir=lambda w, input: os.path.dirname(input.tables[0]),
         marker=MARKER_ARG,
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     shell:
-        "python -m rl plot-pendulum --config {params.config} --agg-dir {params.agg_dir}"
+        f"{RL} -m rl plot-pendulum"
+        " --config {params.config} --agg-dir {params.agg_dir}"
         " --png {output.png} --pdf {output.pdf} {params.marker} > {log} 2>&1"

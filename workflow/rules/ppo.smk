@@ -8,10 +8,6 @@ rule obs_norm_stats:
         OUT["obs_norm"],
     log:
         log_path("obs_norm_stats"),
-    params:
-        config=RESOLVED_CONFIG,
-        settings=settings_hash("env", "obs_norm"),
-        marker=MARKER_ARG,
     # The PPO chain is the study's longest path: start it first, so the pendulum jobs
     # fill the cores after it rather than delay it (2 seeds on 2 cores: 88 -> 75-77 s).
     priority: 3
@@ -19,8 +15,13 @@ rule obs_norm_stats:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        config=RESOLVED_CONFIG,
+        settings=settings_hash("env", "obs_norm"),
+        marker=MARKER_ARG,
     shell:
-        "python -m rl obs-norm-stats --config {params.config} --seed {wildcards.seed}"
+        f"{RL} -m rl obs-norm-stats"
+        " --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --out {output} {params.marker}"
         " > {log} 2>&1"
 
@@ -35,11 +36,6 @@ rule train_ppo:
         train_eval=OUT["ppo_train_eval"],
     log:
         log_path("train_ppo"),
-    params:
-        config=RESOLVED_CONFIG,
-        settings=settings_hash("env", "obs_norm", "ppo", "evaluation", "device"),
-        out_dir=OUT["ppo_dir"],
-        marker=MARKER_ARG,
     priority: 2
     # one core per collector process (ppo.collector_workers; they collect while the
     # trainer waits, and wait while it updates)
@@ -48,8 +44,14 @@ rule train_ppo:
         mem_mb=2000,
         runtime=120,
         gpu=GPU_JOBS,
+    params:
+        config=RESOLVED_CONFIG,
+        settings=settings_hash("env", "obs_norm", "ppo", "evaluation", "device"),
+        out_dir=OUT["ppo_dir"],
+        marker=MARKER_ARG,
     shell:
-        "python -m rl train-ppo --config {params.config} --seed {wildcards.seed}"
+        f"{RL} -m rl train-ppo"
+        " --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --obs-stats {input.stats}"
         " --out-dir {params.out_dir} {params.marker} > {log} 2>&1"
 
@@ -60,23 +62,24 @@ rule evaluate_ppo:
         policy=OUT["ppo_policy"],
         stats=OUT["obs_norm"],
     output:
+        **eval_video_outputs(),
         episodes=OUT["eval_episodes"],
         summary=OUT["eval_summary"],
-        **eval_video_outputs(),
     log:
         log_path("evaluate_ppo"),
-    params:
-        config=RESOLVED_CONFIG,
-        settings=settings_hash("env", "evaluation", "device", "video"),
-        videos=f"--video-dir {OUT['eval_dir']}" if VIDEO["enabled"] else "",
-        marker=MARKER_ARG,
     priority: 1
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        config=RESOLVED_CONFIG,
+        settings=settings_hash("env", "evaluation", "device", "video"),
+        videos=f"--video-dir {OUT['eval_dir']}" if VIDEO["enabled"] else "",
+        marker=MARKER_ARG,
     shell:
-        "python -m rl evaluate-ppo --config {params.config} --seed {wildcards.seed}"
+        f"{RL} -m rl evaluate-ppo"
+        " --config {params.config} --seed {wildcards.seed}"
         " --variant {wildcards.variant} --threads {threads} --policy {input.policy}"
         " --obs-stats {input.stats} --episodes-out {output.episodes}"
         " --summary-out {output.summary} {params.videos} {params.marker} > {log} 2>&1"
