@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl import cli
+from rl.analysis import results
 from rl.core import config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -59,16 +59,16 @@ def cfg(ci_config):
 
 def _draw(cfg, agg_dir: Path, out: Path) -> dict[str, bytes]:
     names = ["ppo.png", "ppo.pdf", "ppo_statistics.png", "ppo_statistics.pdf"]
-    cli.plot_ppo(cfg, agg_dir, *(out / n for n in names))
+    results.plot_ppo(cfg, agg_dir, *(out / n for n in names))
     return {n: (out / n).read_bytes() for n in names}
 
 
 def test_figures_are_byte_identical_when_redrawn(tmp_path, cfg):
     agg_dir = tmp_path / "aggregate"
-    tables = cli.aggregate_ppo(cfg, _tidy(), agg_dir)
+    tables = results.aggregate_ppo(cfg, _tidy(), agg_dir)
     first = _draw(cfg, agg_dir, tmp_path / "a")
     # the statistics are recomputed too: the same bootstrap seed gives the same tables
-    again = cli.aggregate_ppo(cfg, _tidy(), tmp_path / "aggregate2")
+    again = results.aggregate_ppo(cfg, _tidy(), tmp_path / "aggregate2")
     for stem, frame in tables.items():
         pd.testing.assert_frame_equal(frame, again[stem])
         assert (agg_dir / f"{stem}.csv").read_bytes() == (
@@ -80,7 +80,7 @@ def test_figures_are_byte_identical_when_redrawn(tmp_path, cfg):
 
 
 def test_statistics_tables_hold_both_variants_and_the_comparison(tmp_path, cfg):
-    tables = cli.aggregate_ppo(cfg, _tidy(), tmp_path)
+    tables = results.aggregate_ppo(cfg, _tidy(), tmp_path)
     comparison = tables["ppo_comparison"].iloc[0]
     assert (comparison["x"], comparison["y"]) == ("tuned", "tutorial")
     # the tutorial variant's returns are twice the tuned one's: tuned never improves on it

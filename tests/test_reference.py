@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rl.cli import REFERENCE_FILES
+from rl.analysis.results import REFERENCE_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from rl.core import config as config_mod
-from rl.tracking import run as tracking
-from rl.tracking.run import StageRun, TrackingUnavailable, redact
+from rl.core.secrets import redact
+from rl.tracking import store as tracking
+from rl.tracking.run import StageRun
+from rl.tracking.store import TrackingUnavailable
 
 SECRET = "s3cr3t-T0KEN"
 

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from rl.core import config as config_mod
-from rl.tracking import run as tracking
+from rl.tracking import store as tracking
+from rl.tracking.run import StageRun
 
 WORKERS, ROUNDS, STEPS, KEYS, ARTIFACTS = 8, 3, 60, ("reward", "loss", "lr"), 3
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def _worker(cfg, marker, seed, barrier, out_dir):
             path.write_text(json.dumps({"round": rnd, "seed": seed, "k": k}))
             files.append(path)
         barrier.wait(timeout=600)  # every worker starts the round at the same moment
-        with tracking.StageRun(cfg, marker, f"stress{rnd}", provenance, seed) as run:
+        with StageRun(cfg, marker, f"stress{rnd}", provenance, seed) as run:
             for step in range(STEPS):
                 run.log_metrics({key: step * (i + 1) + seed for i, key in enumerate(KEYS)}, step)
             run.log_artifacts(files)

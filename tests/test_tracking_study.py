@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from rl.core import config as config_mod
-from rl.tracking import run as tracking
+from rl.tracking import store as tracking
 from rl.tracking import sync as tracking_sync
+from rl.tracking.run import StageRun
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-T0KEN"
@@ -178,7 +179,7 @@ def test_sync_pushes_to_another_store_and_completes_a_partial_run(live, tmp_path
     prov = read_json(folder / "provenance.json", "provenance")
     rows = tracking_sync.STAGES["train_ppo"]["rows"](folder)
     with pytest.raises(RuntimeError):
-        with tracking.StageRun(cfg, info, "train_ppo", prov, 0, uri=other) as run:
+        with StageRun(cfg, info, "train_ppo", prov, 0, uri=other) as run:
             for step, row in rows[:2]:
                 run.log_metrics(row, step)
             raise RuntimeError("the job died")

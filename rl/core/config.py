@@ -291,8 +291,50 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             )
 
 
-def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it; errors name the file and the key."""
+def _yaml_value(text: str):
+    """A YAML scalar or collection; also `1e-4` (YAML 1.1 reads it as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(raw: dict, assignments: list[str], source: str = "--set") -> dict:
+    """`raw` with each `section.key=value` assignment applied (the value parsed as YAML:
+    `ppo.lr=1e-4`, `seeds=[0,1]`, `mlflow.enabled=false`); validation comes after, so a
+    wrong key or value is reported as for the file itself."""
+    raw = copy.deepcopy(raw)
+    for item in assignments:
+        dotted, eq, value = item.partition("=")
+        if not eq or not dotted.strip():
+            raise ConfigError(
+                f"{source} '{item}' is not an assignment: write section.key=value, e.g. "
+                f"--set ppo.total_frames=65536."
+            )
+        *parents, last = dotted.strip().split(".")
+        node = raw
+        for key in parents:
+            if not isinstance(node.setdefault(key, {}), dict):
+                raise ConfigError(
+                    f"{source} '{item}': '{key}' is a value, not a section. Set it directly."
+                )
+            node = node[key]
+        try:
+            node[last] = _yaml_value(value)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"{source} '{item}': the value '{value}' is not valid YAML. Quote strings "
+                f"that hold ':' or '#', or fix the value."
+            ) from None
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a YAML config file, apply `section.key=value` overrides and validate it; errors
+    name the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -313,6 +355,9 @@ def load(path: str | Path) -> dict:
         raise ConfigError(
             f"Config file '{path}' must hold a mapping of keys, not {type(raw).__name__}."
         )
+    if overrides:
+        raw = apply_overrides(raw, list(overrides))
+        return validate(raw, source=f"{path} with --set {' '.join(overrides)}")
     return validate(raw, source=str(path))
 
 

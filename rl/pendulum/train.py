@@ -4,7 +4,7 @@ Each iteration rolls a batch of pendulums out from random starts for `horizon` s
 the policy in the loop, takes minus the mean reward as the loss and back-propagates it
 through every simulator step to the policy weights (back-propagation through time), then
 clips the gradient norm and steps Adam on a cosine schedule. The rollouts step the
-environment's own batched step (`rl.pendulum_env.batched_rollout` over `dynamics`, the
+environment's own batched step (`rl.pendulum.env.batched_rollout` over `dynamics`, the
 code `check_env_specs` and the physics tests check), optionally under `torch.compile`.
 
 The loop state lives in one dict saved with the weights, optimiser, schedule and both
@@ -71,12 +71,12 @@ def make_rollout(
     """`(th, thdot, params) -> rewards (horizon, batch)`: the training rollout.
 
     With `compile`, the whole horizon (forward and backward) becomes one graph: the first
-    call compiles for minutes on a small CPU (cached on disk for later processes), then
-    each iteration runs without per-step Python or autograd overhead. The graph's
-    launcher is C++ (`cpp_wrapper`): with some 2,000 small kernels and matrix products
-    per iteration, a Python launcher would take about as long as the arithmetic. Its
-    kernels are built apart from the launcher, which is compiled at -O1: a 100-step
-    launcher at -O3 takes g++ over half an hour.
+    call compiles it, a one-off delay (cached on disk for later processes; see
+    docs/benchmarks.md), then each iteration runs without per-step Python or autograd
+    overhead. The graph's launcher is C++ (`cpp_wrapper`): an iteration launches many small
+    kernels and matrix products, and a Python launcher's per-kernel overhead would rival
+    the arithmetic itself. Its kernels are built apart from the launcher, which is compiled
+    at -O1: at -O3, g++ takes impractically long to build a long horizon's launcher.
     """
 
     def rollout(th, thdot, params):

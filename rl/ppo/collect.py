@@ -16,11 +16,12 @@ class Collection:
     resumed at a segment start reproduces the uninterrupted one).
 
     ppo.collector_workers 1: a TorchRL Collector per segment on `env`. More: one TorchRL
-    MultiSyncCollector for the whole run, whose worker processes (started once: each
-    imports torch and builds its own envs, ~3 s) step env.num_envs / workers copies each
-    with their own copy of the policy, in parallel; synchronous, so every batch is
-    collected by the current policy, as with one process. At each segment start the
-    workers are reseeded (worker k: its envs and its torch generator) and reset.
+    MultiSyncCollector for the whole run, whose worker processes (started once per run, a
+    one-off start-up cost: each imports torch and builds its own envs) step
+    env.num_envs / workers copies each with their own copy of the policy, in parallel;
+    synchronous, so every batch is collected by the current policy, as with one process.
+    At each segment start the workers are reseeded (worker k: its envs and its torch
+    generator) and reset.
     """
 
     def __init__(self, cfg: dict, obs_stats: dict, env, actor, device: torch.device):
@@ -62,7 +63,8 @@ class Collection:
                 device=self._device,
                 auto_register_policy_transforms=False,
                 compile_policy=ppo["compile"] or None,
-                # trajectory ids are not used here; tracking them costs ~85 us a step
+                # trajectory ids are not used here, and tracking them adds a cost to every
+                # step (docs/benchmarks.md)
                 track_traj_ids=False,
             )
             try:

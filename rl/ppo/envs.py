@@ -1,8 +1,8 @@
 """Environment construction: gymnasium MuJoCo tasks wrapped for TorchRL.
 
 `make_env` (TorchRL's GymWrapper and transforms: the reference pipeline, and the
-observation statistics) and `TrainingCopies` (the same task stepped with a fraction of the
-per-step overhead, see its docstring): the training env (`make_training_env`) and the
+observation statistics) and `TrainingCopies` (the same task stepped with less per-step
+overhead, see its docstring): the training env (`make_training_env`) and the
 evaluation env (`make_eval_env`, whose episodes are make_env's).
 """
 
@@ -78,17 +78,18 @@ class TrainingCopies(EnvBase):
     them: "next" holds the true last observation).
 
     Why not GymWrapper(make_vec) with ObservationNorm, DoubleToFloat, StepCounter and
-    RewardScaling (what `make_env` builds): measured on the 2-core CPU machine, one copy,
-    `step_and_maybe_reset` took 1,090 us there against 360 us here (the raw MuJoCo step is
-    ~75 us); with 32 copies the collector's batch of 4,096 frames took 0.71 s there. The
-    numbers are the same computation: (obs - loc) / scale in float64, then float32.
+    RewardScaling (what `make_env` builds): there every step and reset passes through
+    TorchRL's generic transform and vector-env machinery, whose overhead outweighs the
+    MuJoCo step itself; here the same work is plain numpy on the copies' arrays, so
+    collection costs less (docs/benchmarks.md has the measurements). The numbers are the
+    same computation: (obs - loc) / scale in float64, then float32.
     Seeding as GymWrapper over a gymnasium vector env: `set_seed(s)` resets copy i with
     seed s + i; later resets draw from the copies' own generators. Each copy's first
     episode is `make_env`'s step for step (tests/test_ppo.py checks it); later starts are
     drawn in another order (there gymnasium autoresets within the step, then TorchRL
     resets again). With `same_step_autoreset` a copy also draws a start inside the step
     that ends its episode, as gymnasium's vector env does, so every episode is make_env's
-    (the evaluation's env: the same episodes at a third of the cost). `render(i)`: copy i's
+    (the evaluation's env: the same episodes, more cheaply). `render(i)`: copy i's
     frame, when `make_kwargs` asks for rgb_array rendering.
     """
 
@@ -257,7 +258,7 @@ def make_eval_env(
 ) -> TrainingCopies:
     """The evaluation env: one copy of the task itself (env.max_episode_steps, the task's
     start noise, raw rewards) whose episodes are make_env's, episode for episode
-    (same-step autoreset; tests/test_ppo.py checks it), at a third of its cost.
+    (same-step autoreset; tests/test_ppo.py checks it), at less cost (docs/benchmarks.md).
     `render_size` (width, height): `env.render()` gives rgb_array frames of that size from
     `camera` (gymnasium's default_camera_config; None: the env's)."""
     kwargs = {}

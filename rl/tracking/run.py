@@ -1,26 +1,10 @@
-"""MLflow tracking: one experiment per study, a parent run per (variant, seed) and one for
-the study's aggregate stages, a child run per stage. Designed by ../shared/mlflow-facts.md:
-
-- the store, the experiment and the parent runs are created once, by `mlflow-init`, before
-  any parallel job (a fresh sqlite store migrated by racing jobs breaks for good; a racing
-  experiment creation misfiles runs); stage jobs never create a store, an experiment or a
-  parent, they look them up;
-- metrics are buffered and flushed with `log_batch` every `mlflow.flush_every` rows or
-  `mlflow.flush_seconds` seconds, whichever comes first, so a running job shows progress;
-- a job checks the store (with a short timeout) before it starts working; an unusable store
-  fails it with one paragraph naming the URI and the fix, or, with
-  `mlflow.on_unreachable: continue`, the job runs untracked and says so, and
-  `python -m rl mlflow-sync` rebuilds the records from results/ later;
-- logging errors propagate (never dropped); URIs are redacted wherever they are written.
-
-The files under results/ are the source of truth: rl/tracking_sync.py turns them back into
-the same records (the `mlflow-sync` verb).
-"""
+"""One stage's MLflow run (`StageRun`): found or created under its parent, params and
+provenance tags once, metrics buffered and flushed in batches, artifacts, and the trained
+PPO policy as an MLflow model. A failing MLflow call is loud (see `rl.tracking.store`)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,248 +14,23 @@ from typing import Any
 
 from rl.core import layout
 from rl.core.config import config_hash, flatten
-from rl.core.files import read_json, write_json
+from rl.core.files import read_json
 from rl.core.secrets import redact
+from rl.tracking.store import (
+    TrackingUnavailable,
+    _client,
+    _create_parent,
+    _parent_filter,
+    _parent_key,
+    _unavailable,
+    check_store,
+    tracking_uri,
+)
 
 log = logging.getLogger("rl")
 
 MODEL_NAME = "policy"
 CONFIG_ARTIFACT_DIR = "config"
-
-# ---------------------------------------------------------------------------- the store
-
-
-def tracking_uri(cfg: dict) -> str:
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or cfg["mlflow"]["tracking_uri"]
-        or layout.mlflow_default_uri(cfg)
-    )
-
-
-def experiment_name(cfg: dict) -> str:
-    return cfg["mlflow"]["experiment"] or cfg["study"]
-
-
-class TrackingUnavailable(RuntimeError):
-    """The store cannot be used; the message is one paragraph naming the URI and the fix."""
-
-
-def _unavailable(uri: str, problem: str, fix: str | None = None) -> TrackingUnavailable:
-    fix = fix or (
-        "Start the server or fix the URI (config key mlflow.tracking_uri or the "
-        "MLFLOW_TRACKING_URI variable; credentials go in MLFLOW_TRACKING_USERNAME/"
-        "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN, never in the URI); unset both to "
-        "use the embedded sqlite store under results/<study>/mlflow/. To train now and log "
-        "later, set mlflow.on_unreachable: continue and run `python -m rl mlflow-sync "
-        "--config <config>` once the store is back."
-    )
-    return TrackingUnavailable(
-        f"MLflow tracking store '{redact(uri)}' cannot be used: {redact(problem)}. {fix}"
-    )
-
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
-    """Fail fast (within about `timeout_s`) if the store at `uri` cannot be used.
-
-    `initialised=True` (stage jobs): a local sqlite store must already exist: jobs never
-    create one, since parallel jobs migrating a fresh database break it for good.
-    """
-    db = _sqlite_path(uri)
-    if db is not None:
-        if initialised and not (db.is_file() and db.stat().st_size > 0):
-            raise _unavailable(
-                uri,
-                f"the database {db} does not exist (the store was never initialised, or "
-                f"was deleted)",
-                "Run the workflow (its mlflow_init rule creates it), or by hand `python -m rl "
-                "mlflow-init --config <config> --marker <marker>`; after a deletion, "
-                "`python -m rl mlflow-sync --config <config>` rebuilds it from results/.",
-            )
-        if not initialised:
-            try:
-                db.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise _unavailable(uri, f"cannot create {db.parent}: {exc}") from None
-        return
-    if uri.startswith(("http://", "https://")):
-        _check_http(uri, timeout_s)
-        return
-    file_store = uri.startswith("file:") or "://" not in uri and not uri.startswith("databricks")
-    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-        raise _unavailable(
-            uri,
-            "the plain file store (mlruns folders) is deprecated in MLflow 3 and refused "
-            "unless MLFLOW_ALLOW_FILE_STORE=true",
-            "Use a sqlite URI (sqlite:////absolute/path/mlflow.db), a tracking server, or "
-            "unset mlflow.tracking_uri and MLFLOW_TRACKING_URI for the embedded default.",
-        )
-    # Other backends (databricks, SQL databases): one cheap query, without MLflow's retries.
-    limits = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s))),
-    }
-    saved = {name: os.environ.get(name) for name in limits}
-    os.environ.update(limits)
-    try:
-        _client(uri).search_experiments(max_results=1)
-    except Exception as exc:  # any backend (databricks, SQL databases) raises its own types
-        raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _check_http(uri: str, timeout_s: float) -> None:
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
-    try:
-        resp = http_request(
-            get_default_host_creds(uri),
-            "/api/2.0/mlflow/experiments/search",
-            "POST",
-            max_retries=0,
-            timeout=timeout_s,
-            raise_on_status=False,
-            json={"max_results": 1},
-        )
-    except Exception as exc:
-        raise _unavailable(
-            uri, f"no answer within {timeout_s:g} s ({type(exc).__name__}: {str(exc)[:300]})"
-        ) from None
-    if resp.status_code in (401, 403):
-        raise _unavailable(
-            uri,
-            f"the server refused the credentials (HTTP {resp.status_code})",
-            "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
-            "MLFLOW_TRACKING_TOKEN, to credentials that may write to this server.",
-        )
-    try:
-        mlflow_like = resp.status_code == 200 and isinstance(resp.json(), dict)
-    except ValueError:
-        mlflow_like = False
-    if not mlflow_like:
-        raise _unavailable(
-            uri,
-            f"it answered HTTP {resp.status_code} to the MLflow REST API, so it is not an "
-            f"MLflow tracking server (or the URI has a wrong path)",
-            "Point mlflow.tracking_uri or MLFLOW_TRACKING_URI at the server's root URL, "
-            "e.g. http://host:5000.",
-        )
-
-
-def _ensure_experiment(client, cfg: dict, uri: str) -> str:
-    name = experiment_name(cfg)
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        # A sqlite store keeps its artifacts beside the database (for the embedded default:
-        # results/<study>/mlflow/artifacts), not in MLflow's ./mlruns of whatever folder the
-        # creating process ran in. A server decides for itself.
-        db = _sqlite_path(uri)
-        artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
-        return client.create_experiment(name, artifact_location=artifacts)
-    if exp.lifecycle_stage != "active":
-        raise _unavailable(
-            uri,
-            f"the experiment '{name}' is deleted",
-            f"Restore it in the UI (or `mlflow experiments restore --experiment-id "
-            f"{exp.experiment_id}`), or set mlflow.experiment to another name.",
-        )
-    return exp.experiment_id
-
-
-def _parent_filter(variant: str | None, seed: int | None) -> str:
-    if seed is None:
-        return "tags.`rl.kind` = 'study'"
-    return (
-        f"tags.`rl.kind` = 'seed' AND tags.`rl.variant` = '{variant}' AND tags.`rl.seed` = '{seed}'"
-    )
-
-
-def _parent_key(variant: str | None, seed: int | None) -> str:
-    return "study" if seed is None else f"{variant}/seed{seed}"
-
-
-def _create_parent(client, exp_id: str, study: str, variant: str | None, seed: int | None) -> str:
-    tags = {"rl.kind": "study", "rl.study": study}
-    name = f"{study}-all-seeds"
-    if seed is not None:
-        tags |= {"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)}
-        name = f"{variant}-seed{seed}"
-    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-    client.set_terminated(run_id)
-    return run_id
-
-
-def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> dict:
-    """Create (or find) the experiment, one parent run per (variant, seed) and the
-    study-level parent of the aggregate stages. Idempotent. Single process only."""
-    check_store(uri, cfg["mlflow"]["health_check_seconds"], initialised=False)
-    try:
-        client = _client(uri)
-        exp_id = _ensure_experiment(client, cfg, uri)
-        parents: dict[str, str] = {}
-        wanted = [(None, None)] + [(v, s) for v in variants for s in seeds]
-        for variant, seed in wanted:
-            found = client.search_runs(
-                [exp_id], filter_string=_parent_filter(variant, seed), max_results=1
-            )
-            if found:
-                run_id = found[0].info.run_id
-            else:
-                run_id = _create_parent(client, exp_id, cfg["study"], variant, seed)
-            parents[_parent_key(variant, seed)] = run_id
-    except TrackingUnavailable:
-        raise
-    except Exception as exc:  # mlflow raises many types for a dead or misconfigured store
-        raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
-    return {
-        "tracking_uri": redact(uri),
-        "experiment": experiment_name(cfg),
-        "experiment_id": exp_id,
-        "parents": parents,
-        "available": True,
-    }
-
-
-def init_store(cfg: dict, seeds: list[int], variants: list[str], marker: str | Path) -> dict:
-    """`mlflow-init`: open the store once, before parallel jobs, and write `marker`.
-
-    The marker records what was initialised (URI redacted); jobs look the ids up again, so
-    a store rebuilt by `mlflow-sync` keeps working without touching the marker.
-    """
-    uri = tracking_uri(cfg)
-    try:
-        info = open_store(cfg, uri, seeds, variants)
-    except TrackingUnavailable as exc:
-        if cfg["mlflow"]["on_unreachable"] != "continue":
-            raise
-        log.warning("%s Continuing untracked (mlflow.on_unreachable: continue).", exc)
-        info = {
-            "tracking_uri": redact(uri),
-            "experiment": experiment_name(cfg),
-            "available": False,
-            "reason": str(exc),
-        }
-    write_json(marker, info)
-    return info
-
-
-# ---------------------------------------------------------------------------- stage runs
 
 
 @contextmanager
