@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from rl.cli import STAGES
 from rl.core import config as config_mod
 from rl.tracking import store as tracking
-from rl.tracking import sync as tracking_sync
 from rl.tracking.run import StageRun
 
 pytestmark = pytest.mark.slow
@@ -177,7 +177,7 @@ def test_sync_pushes_to_another_store_and_completes_a_partial_run(live, tmp_path
     info = tracking.open_store(cfg, other, cfg["seeds"], ["default"])
     folder = workdir / "results" / "ci" / "default" / "seed0" / "ppo"
     prov = read_json(folder / "provenance.json", "provenance")
-    rows = tracking_sync.STAGES["train_ppo"]["rows"](folder)
+    rows = STAGES["train_ppo"].rows(folder)
     with pytest.raises(RuntimeError):
         with StageRun(cfg, info, "train_ppo", prov, 0, uri=other) as run:
             for step, row in rows[:2]:
