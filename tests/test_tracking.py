@@ -193,7 +193,7 @@ def test_untracked_without_marker(cfg, tmp_path):
     with StageRun(cfg, None, "train_ppo", {}, 0, config_path=table) as run:
         run.log_metrics({"reward": 1.0}, 1)
         run.log_artifacts([table])
-        assert run.log_policy(object(), {}) is None
+        assert run.log_model(object(), None) is None
         run.flush()
     assert run.run_id is None and not run.enabled
 
@@ -312,7 +312,7 @@ def test_logged_policy_loads_and_acts_like_the_evaluated_actor(cfg, store, monke
 
     from rl.ppo.envs import make_env, observation_stats
     from rl.ppo.evaluate import evaluate_episode
-    from rl.ppo.models import make_actor_critic
+    from rl.ppo.models import exportable_policy, make_actor_critic
 
     marker, _ = store
     torch.manual_seed(0)
@@ -320,8 +320,8 @@ def test_logged_policy_loads_and_acts_like_the_evaluated_actor(cfg, store, monke
     env, _ = make_env(cfg["env"], 7, num_envs=1, obs_stats=stats)
     actor, _ = make_actor_critic(cfg["ppo"], 9, env.action_spec, "cpu")
     with StageRun(cfg, marker, "train_ppo", prov(cfg, "train_ppo", 0), 0) as run:
-        uri = run.log_policy(actor, stats)
-        assert run.log_policy(actor, stats) == uri  # logged once
+        uri = run.log_model(*exportable_policy(actor, stats))
+        assert run.log_model(*exportable_policy(actor, stats)) == uri  # logged once
     tags = client_for(cfg).get_run(run.run_id).data.tags
     assert tags["rl.model_uri"] == uri
 

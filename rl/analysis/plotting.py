@@ -184,8 +184,16 @@ def statistics_figure(
     palette = variant_palette(summary["variant"].unique(), order)
     fig, axes = plt.subplots(2, 2, figsize=size, dpi=dpi, constrained_layout=True)
     rows = summary[summary["quantity"] == quantity].set_index("variant")
-    ax = axes[0, 0]
     names = [v for v in palette if v in rows.index]
+    _iqm_panel(axes[0, 0], rows, names, palette)
+    _profile_panel(axes[0, 1], profile, palette)
+    _improvement_panel(axes[1, 0], comparison)
+    _threshold_panel(axes[1, 1], thresholds, names, palette)
+    fig.suptitle(title)
+    return fig
+
+
+def _iqm_panel(ax, rows: pd.DataFrame, names: list[str], palette: dict) -> None:
     for i, variant in enumerate(names):
         r = rows.loc[variant]
         for j, (stat, low, high, marker) in enumerate(
@@ -214,7 +222,8 @@ def statistics_figure(
     ax.set_xlabel("final evaluation return")
     ax.set_title("IQM and mean, 95% CI")
 
-    ax = axes[0, 1]
+
+def _profile_panel(ax, profile: pd.DataFrame, palette: dict) -> None:
     for variant, colour in palette.items():
         band = profile[profile["variant"] == variant].sort_values("tau")
         ax.plot(band["tau"], band["fraction"], color=colour, label=variant)
@@ -224,7 +233,8 @@ def statistics_figure(
     ax.set_title("Performance profile")
     ax.legend(fontsize="x-small", loc="lower left")
 
-    ax = axes[1, 0]
+
+def _improvement_panel(ax, comparison: pd.DataFrame) -> None:
     if len(comparison):
         c = comparison.iloc[0]
         p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
@@ -239,7 +249,8 @@ def statistics_figure(
         ax.set_title("Probability of improvement")
     ax.set_xlabel("probability (0.5 = no difference)")
 
-    ax = axes[1, 1]
+
+def _threshold_panel(ax, thresholds: pd.DataFrame, names: list[str], palette: dict) -> None:
     reached = thresholds[thresholds["reached"].astype(bool)]
     labels = []
     for i, variant in enumerate(names):
@@ -255,8 +266,6 @@ def statistics_figure(
     ax.set_xlabel("environment frames")
     ax.set_title(f"Frames to return >= {threshold:g}")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-    fig.suptitle(title)
-    return fig
 
 
 # No timestamps or software strings in the files: rerunning `plot` on the same tables gives

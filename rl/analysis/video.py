@@ -254,23 +254,9 @@ def write_episode_videos(recordings: dict, out_dir: str | Path, vcfg: dict, titl
     return rows
 
 
-def animate_pendulum(
-    evals, physics: dict, vcfg: dict, mp4: str | Path, gif: str | Path, title: str
-) -> dict:
-    """The learned controller from each evaluation start: the pendulums (0 = upright) on
-    the left, the applied torque over time on the right, one colour per start as in the
-    figure; one frame per simulation step. `evals` is one seed's eval_trajectories.csv.
-    Written with matplotlib's animation writers: FFMpegWriter (the ffmpeg of
-    imageio-ffmpeg) for the MP4 and PillowWriter for the GIF. Returns the manifest row."""
-    import time
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib import animation
-
+def _trajectories(evals, vcfg: dict) -> tuple[list, int]:
+    """Each start's rows of one seed's eval_trajectories.csv, in step order, and the number
+    of steps to animate."""
     required = {"start", "step", "time_s", "angle", "torque"}
     if not required <= set(evals.columns):
         raise ValueError(
@@ -278,15 +264,20 @@ def animate_pendulum(
             f": they are not an eval_trajectories.csv of `python -m rl train-pendulum`. "
             f"Rerun train_pendulum for this seed."
         )
-    starts = sorted(evals["start"].unique())
-    runs = [evals[evals["start"] == s].sort_values("step") for s in starts]
+    runs = [evals[evals["start"] == s].sort_values("step") for s in sorted(evals["start"].unique())]
     steps = min(len(r) for r in runs)
     if steps < 2:
         raise ValueError("The pendulum trajectories hold fewer than 2 steps: nothing to animate.")
-    steps = min(steps, vcfg["max_frames"] or steps)
+    return runs, min(steps, vcfg["max_frames"] or steps)
+
+
+def _pendulum_frames(runs: list, steps: int, physics: dict, vcfg: dict, title: str, dpi: int):
+    """The animation's figure and its `draw(i)` (frame i: rods, torque traces, clock)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
     length, max_torque = physics["l"], physics["max_torque"]
-    colours = sns.color_palette("colorblind", len(starts))
-    dpi = 100
+    colours = sns.color_palette("colorblind", len(runs))
     with sns.axes_style("whitegrid"):
         fig, (ax, axt) = plt.subplots(
             1,
@@ -325,6 +316,28 @@ def animate_pendulum(
         clock.set_text(f"t = {time_s[0][i]:.2f} s")
         return [*rods, *traces, clock]
 
+    return fig, draw
+
+
+def animate_pendulum(
+    evals, physics: dict, vcfg: dict, mp4: str | Path, gif: str | Path, title: str
+) -> dict:
+    """The learned controller from each evaluation start: the pendulums (0 = upright) on
+    the left, the applied torque over time on the right, one colour per start as in the
+    figure; one frame per simulation step. `evals` is one seed's eval_trajectories.csv.
+    Written with matplotlib's animation writers: FFMpegWriter (the ffmpeg of
+    imageio-ffmpeg) for the MP4 and PillowWriter for the GIF. Returns the manifest row."""
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import animation
+
+    runs, steps = _trajectories(evals, vcfg)
+    dpi = 100
+    fig, draw = _pendulum_frames(runs, steps, physics, vcfg, title, dpi)
     draw(0)
     fig.canvas.draw()
     fig.set_layout_engine("none")  # laid out once: the axes do not move between frames
@@ -341,12 +354,11 @@ def animate_pendulum(
     gif_fps = vcfg["fps"] / step
     frames = list(range(0, steps, step))[: max(1, int(vcfg["gif_max_seconds"] * gif_fps))]
     small = animation.FuncAnimation(fig, draw, frames=frames, blit=False)
-    gif_dpi = dpi * vcfg["gif_scale"]
     with atomic_path(gif, keep_suffix=True) as tmp:
-        small.save(tmp, writer=animation.PillowWriter(fps=gif_fps), dpi=gif_dpi)
+        small.save(tmp, writer=animation.PillowWriter(fps=gif_fps), dpi=dpi * vcfg["gif_scale"])
     plt.close(fig)
     return {
-        "starts": len(starts),
+        "starts": len(runs),
         "frames": steps,
         "fps": vcfg["fps"],
         "width": vcfg["animation_width"],

@@ -16,13 +16,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rl.core.errors import ConfigError
+from rl.core.overrides import apply_overrides
 from rl.core.secrets import has_credentials
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the fix."""
 
 
 def load_schema() -> dict:
@@ -289,47 +287,6 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
                 "Remove them from the URI and set MLFLOW_TRACKING_USERNAME/"
                 "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment instead.",
             )
-
-
-def _yaml_value(text: str):
-    """A YAML scalar or collection; also `1e-4` (YAML 1.1 reads it as a string)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def apply_overrides(raw: dict, assignments: list[str], source: str = "--set") -> dict:
-    """`raw` with each `section.key=value` assignment applied (the value parsed as YAML:
-    `ppo.lr=1e-4`, `seeds=[0,1]`, `mlflow.enabled=false`); validation comes after, so a
-    wrong key or value is reported as for the file itself."""
-    raw = copy.deepcopy(raw)
-    for item in assignments:
-        dotted, eq, value = item.partition("=")
-        if not eq or not dotted.strip():
-            raise ConfigError(
-                f"{source} '{item}' is not an assignment: write section.key=value, e.g. "
-                f"--set ppo.total_frames=65536."
-            )
-        *parents, last = dotted.strip().split(".")
-        node = raw
-        for key in parents:
-            if not isinstance(node.setdefault(key, {}), dict):
-                raise ConfigError(
-                    f"{source} '{item}': '{key}' is a value, not a section. Set it directly."
-                )
-            node = node[key]
-        try:
-            node[last] = _yaml_value(value)
-        except yaml.YAMLError:
-            raise ConfigError(
-                f"{source} '{item}': the value '{value}' is not valid YAML. Quote strings "
-                f"that hold ':' or '#', or fix the value."
-            ) from None
-    return raw
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> dict:

@@ -82,3 +82,13 @@ def deterministic_policy(actor: nn.Module, obs_stats: dict) -> DeterministicPoli
                 k: v.cpu() if torch.is_tensor(v) else v for k, v in kwargs.items()
             }
     return DeterministicPolicy(actor, obs_stats["loc"], obs_stats["scale"])
+
+
+def exportable_policy(actor: nn.Module, obs_stats: dict) -> tuple[DeterministicPolicy, object]:
+    """The policy to log as an MLflow model and an input example (a batch of 2 raw
+    observations, so the batch dimension is exported as dynamic)."""
+    import numpy as np
+
+    loc, scale = np.asarray(obs_stats["loc"]), np.asarray(obs_stats["scale"])
+    example = np.stack([loc, loc + scale]).astype(np.float32)
+    return deterministic_policy(actor, obs_stats), example

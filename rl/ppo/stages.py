@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from rl.core.files import read_json, write_csv, write_json
+from rl.ppo.models import exportable_policy
 from rl.runner import Arg, Job, stage
 from rl.tracking.sync import episode_rows, read_csv, table_rows
 
@@ -63,7 +64,7 @@ def log_synced_policy(run, cfg: dict, folder: Path, variant: str, seed: int) -> 
     env, _ = make_env(cfg["env"], seed, num_envs=1, obs_stats=stats)
     actor, _ = load_actor(cfg, folder / "policy.pt", "cpu", env)
     env.close()
-    run.log_policy(actor, stats)
+    run.log_model(*exportable_policy(actor, stats))
 
 
 @stage(
@@ -105,7 +106,7 @@ def train_ppo(job: Job) -> None:
         done = {"frames": state["frames"], "train_wall_s": state["wall_s"]}
         job.write_provenance(out, device=str(result["device"]), extra=done)
         run.log_artifacts(job.stage.artifact_files(out))
-        run.log_policy(actor, stats)
+        run.log_model(*exportable_policy(actor, stats))
         result["checkpoint"].unlink(missing_ok=True)
     last = state["eval"][-1] if state["eval"] else {}
     log.info(

@@ -112,6 +112,21 @@ def _loss_fn(loss_module, compile: bool):
     return torch.compile(loss_fn) if compile else loss_fn
 
 
+def _loss_module(actor, critic, ppo: dict) -> ClipPPOLoss:
+    return ClipPPOLoss(
+        actor_network=actor,
+        critic_network=critic,
+        clip_epsilon=ppo["clip_epsilon"],
+        entropy_bonus=ppo["entropy_coef"] > 0,
+        entropy_coeff=ppo["entropy_coef"],
+        critic_coeff=ppo["critic_coef"],
+        loss_critic_type=ppo["loss_critic_type"],
+        # Use actor and critic as they are: the functional default swaps a parameter copy
+        # into both modules on every call.
+        functional=False,
+    )
+
+
 def _schedule(optim, ppo: dict):
     if ppo["anneal_lr"]:
         n_batches = ppo["total_frames"] // ppo["frames_per_batch"]
@@ -129,18 +144,7 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
     # reseeded before each evaluation; gymnasium's MuJoCo whatever the training backend:
     # a policy trained on mujoco-warp is judged on the reference physics
     eval_env = make_eval_env(cfg["env"], eval_seed, obs_stats=obs_stats, device=device)
-    loss_module = ClipPPOLoss(
-        actor_network=actor,
-        critic_network=critic,
-        clip_epsilon=ppo["clip_epsilon"],
-        entropy_bonus=ppo["entropy_coef"] > 0,
-        entropy_coeff=ppo["entropy_coef"],
-        critic_coeff=ppo["critic_coef"],
-        loss_critic_type=ppo["loss_critic_type"],
-        # Use actor and critic as they are: the functional default swaps a parameter copy
-        # into both modules on every call.
-        functional=False,
-    )
+    loss_module = _loss_module(actor, critic, ppo)
     advantage = GAE(
         gamma=ppo["gamma"],
         lmbda=ppo["lmbda"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,25 +28,7 @@ from rl.tracking.store import (
 
 log = logging.getLogger("rl")
 
-MODEL_NAME = "policy"
 CONFIG_ARTIFACT_DIR = "config"
-
-
-@contextmanager
-def _fluent_store(uri: str, experiment_id: str):
-    """Point MLflow's fluent state at `uri` and `experiment_id` for a moment: `log_model`
-    files its LoggedModel under the fluent experiment, not the run's. `set_tracking_uri`
-    and `set_experiment` would also leak into os.environ (and so into subprocesses); the
-    pinned mlflow keeps both in these module globals, restored on exit."""
-    from mlflow.tracking import fluent
-    from mlflow.tracking._tracking_service import utils
-
-    saved = utils._tracking_uri, fluent._active_experiment_id
-    utils._tracking_uri, fluent._active_experiment_id = uri, experiment_id
-    try:
-        yield
-    finally:
-        utils._tracking_uri, fluent._active_experiment_id = saved
 
 
 def _ms(iso: str | None) -> int | None:
@@ -185,6 +166,42 @@ class StageRun:
     def _open(self) -> None:
         from mlflow.entities import Param, RunTag
 
+        tags, previous = self._lookup()
+        if previous and previous.info.status == "FINISHED" and self.sync:
+            self.existing, self.enabled = True, False
+            self.run_id = previous.info.run_id
+            return
+        if previous and previous.info.status != "FINISHED":
+            self._reopen(previous)
+        else:
+            start = _ms(self.provenance.get("started_utc")) if self.sync else None
+            run = self._call(
+                "creating the run",
+                self.client.create_run,
+                self.experiment_id,
+                start_time=start,
+                tags=tags,
+                run_name=self.run_name,
+            )
+            if run is None:
+                return
+            self.run_id = run.info.run_id
+            params = [Param(k, redact(str(v))[:6000]) for k, v in flatten(self.cfg).items()]
+            for i in range(0, len(params), 100):
+                self._call(
+                    "logging params", self.client.log_batch, self.run_id, params=params[i : i + 100]
+                )
+        self._call(
+            "logging tags",
+            self.client.log_batch,
+            self.run_id,
+            tags=[RunTag(k, v) for k, v in self._provenance_tags().items()],
+        )
+        if self.config_path is not None:
+            self.log_artifacts([self.config_path], CONFIG_ARTIFACT_DIR)
+
+    def _check_marker(self) -> None:
+        """The store mlflow-init prepared, and the one this job was given, must be one."""
         uri = self.uri
         if not self.info.get("available", True):
             raise _unavailable(uri, f"mlflow-init could not use it: {self.info.get('reason')}")
@@ -195,6 +212,11 @@ class StageRun:
                 "Give every job the same MLFLOW_TRACKING_URI / mlflow.tracking_uri as "
                 "mlflow-init, or rerun mlflow-init (delete its marker) for the new store.",
             )
+
+    def _lookup(self) -> tuple[dict, Any]:
+        """The run's tags (identity and parent) and its latest earlier run, if any."""
+        self._check_marker()
+        uri = self.uri
         check_store(uri, self.mcfg["health_check_seconds"], initialised=True)
         try:
             self.client = _client(uri)
@@ -224,47 +246,20 @@ class StageRun:
             raise
         except Exception as exc:
             raise _unavailable(uri, f"{type(exc).__name__}: {str(exc)[:500]}") from None
-        if previous and previous[0].info.status == "FINISHED" and self.sync:
-            self.existing, self.enabled = True, False
-            self.run_id = previous[0].info.run_id
-            return
-        if previous and previous[0].info.status != "FINISHED":
-            self.run_id, self.reopened = previous[0].info.run_id, True
-            self._call("reopening the run", self.client.update_run, self.run_id, "RUNNING")
-            for key in previous[0].data.metrics:
-                history = self._call(
-                    "reading metrics", self.client.get_metric_history, self.run_id, key
-                )
-                self.logged |= {(m.key, m.step) for m in history or []}
-            log.info(
-                "MLflow: continuing run %s (%d points already there)", self.run_id, len(self.logged)
+        return tags, previous[0] if previous else None
+
+    def _reopen(self, previous) -> None:
+        """Continue an unfinished run (a resumed job): the points it holds are skipped."""
+        self.run_id, self.reopened = previous.info.run_id, True
+        self._call("reopening the run", self.client.update_run, self.run_id, "RUNNING")
+        for key in previous.data.metrics:
+            history = self._call(
+                "reading metrics", self.client.get_metric_history, self.run_id, key
             )
-        else:
-            start = _ms(self.provenance.get("started_utc")) if self.sync else None
-            run = self._call(
-                "creating the run",
-                self.client.create_run,
-                self.experiment_id,
-                start_time=start,
-                tags=tags,
-                run_name=self.run_name,
-            )
-            if run is None:
-                return
-            self.run_id = run.info.run_id
-            params = [Param(k, redact(str(v))[:6000]) for k, v in flatten(self.cfg).items()]
-            for i in range(0, len(params), 100):
-                self._call(
-                    "logging params", self.client.log_batch, self.run_id, params=params[i : i + 100]
-                )
-        self._call(
-            "logging tags",
-            self.client.log_batch,
-            self.run_id,
-            tags=[RunTag(k, v) for k, v in self._provenance_tags().items()],
+            self.logged |= {(m.key, m.step) for m in history or []}
+        log.info(
+            "MLflow: continuing run %s (%d points already there)", self.run_id, len(self.logged)
         )
-        if self.config_path is not None:
-            self.log_artifacts([self.config_path], CONFIG_ARTIFACT_DIR)
 
     def _provenance_tags(self) -> dict[str, str]:
         p = self.provenance
@@ -345,42 +340,11 @@ class StageRun:
                 artifact_path=folder,
             )
 
-    def log_policy(self, actor, obs_stats: dict) -> str | None:
-        """Log the actor as an MLflow pytorch model (torch.export format, with signature and
-        input example): `mlflow.pytorch.load_model(uri)` maps raw observations to actions."""
+    def log_model(self, module, example) -> str | None:
+        """Log a torch module as the run's MLflow pytorch model (once; see
+        rl.tracking.model); returns its models:/ URI."""
         if not self.enabled:
             return None
-        return self._call("logging the policy model", self._log_policy, actor, obs_stats)
+        from rl.tracking.model import log_model
 
-    def _log_policy(self, actor, obs_stats: dict) -> str:
-        from importlib import metadata
-
-        import mlflow
-        import numpy as np
-        import torch
-
-        from rl.ppo.models import deterministic_policy
-
-        existing = self.client.search_logged_models(
-            [self.experiment_id],
-            filter_string=f"source_run_id = '{self.run_id}' AND name = '{MODEL_NAME}'",
-            max_results=1,
-        )
-        if existing:
-            return f"models:/{existing[0].model_id}"
-        policy = deterministic_policy(actor, obs_stats)
-        loc, scale = np.asarray(obs_stats["loc"]), np.asarray(obs_stats["scale"])
-        example = np.stack([loc, loc + scale]).astype(np.float32)  # a batch of 2: dynamic dim
-        action = policy(torch.from_numpy(example)).numpy()
-        with _fluent_store(self.uri, self.experiment_id):
-            info = mlflow.pytorch.log_model(
-                policy,
-                name=MODEL_NAME,
-                run_id=self.run_id,
-                signature=mlflow.models.infer_signature(example, action),
-                input_example=example,
-                serialization_format="pt2",
-                pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("torch", "numpy")],
-            )
-        self.client.set_tag(self.run_id, "rl.model_uri", info.model_uri)
-        return info.model_uri
+        return self._call("logging the policy model", log_model, self, module, example)

@@ -1,5 +1,6 @@
 """MLflow tracking: one experiment per study, a parent run per (variant, seed) and one for
-the study's aggregate stages, a child run per stage. Designed by ../shared/mlflow-facts.md:
+the study's aggregate stages, a child run per stage (docs/tracking.md). The store and its
+parents, here; one stage's run in `rl.tracking.run`. Designed for many jobs at once:
 
 - the store, the experiment and the parent runs are created once, by `mlflow-init`, before
   any parallel job (a fresh sqlite store migrated by racing jobs breaks for good; a racing
@@ -13,7 +14,7 @@ the study's aggregate stages, a child run per stage. Designed by ../shared/mlflo
   `python -m rl mlflow-sync` rebuilds the records from results/ later;
 - logging errors propagate (never dropped); URIs are redacted wherever they are written.
 
-The files under results/ are the source of truth: rl/tracking_sync.py turns them back into
+The files under results/ are the source of truth: `rl.tracking.sync` turns them back into
 the same records (the `mlflow-sync` verb).
 """
 
