@@ -4,12 +4,12 @@ VENV ?= .venv
 CORES ?= 2
 CONFIG ?= configs/default.yaml
 BIN := $(abspath $(VENV))/bin
-# Rules call `python -m rl ...`: put the venv first so jobs use its interpreter.
+# The venv first on PATH: its snakemake, and the interpreter the rules run `-m rl` with.
 export PATH := $(BIN):$(PATH)
 
 .PHONY: install run test lint ui clean-ci bench bench-quick figures reference
 
-# The training image (README: "Run in a container"). ENGINE: docker when installed, else podman.
+# The training image (docs/containers.md). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE ?= localhost/rl-pipeline:latest
 TORCH_CHANNEL ?= cu130
