@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rl.core.files import write_bytes
+from rl.core.files import require, write_bytes
 
 log = logging.getLogger("rl")
 
@@ -38,12 +38,7 @@ def _first_sentence(exc: Exception) -> str:
 
 
 def load(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Missing {what}: '{path}' does not exist. Run the rule that makes it "
-            f"(snakemake --cores N '{path}') or pass the right path."
-        )
+    path = require(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -60,13 +60,19 @@ def write_csv(path: str | Path, frame) -> Path:
     return write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def read_json(path: str | Path, what: str) -> Any:
+def require(path: str | Path, what: str) -> Path:
+    """`path`, or a FileNotFoundError naming `what` and the rule that makes it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"Missing {what}: '{path}' does not exist. Run the rule that makes it "
             f"(snakemake --cores N '{path}') or pass the right path."
         )
+    return path
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = require(path, what)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
