@@ -80,3 +80,43 @@ def test_seed_not_in_config_is_refused(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "--seed 99" in proc.stderr
+
+
+def _rl(*args):
+    return subprocess.run([sys.executable, "-m", "rl", *args], capture_output=True, text=True)
+
+
+def test_the_verbs_are_the_stage_registry():
+    from rl.cli import STAGES
+
+    listed = _rl("--help").stdout
+    assert {st.verb for st in STAGES.values()} >= set(VERBS)
+    for st in STAGES.values():
+        assert st.verb in listed
+
+
+def test_set_overrides_one_config_value(tmp_path):
+    out = tmp_path / "resolved.yaml"
+    proc = _rl("validate-config", "--config", "configs/ci.yaml", "--set", "ppo.lr=1e-4",
+               "--set", "seeds=[3, 4]", "--write", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    resolved = yaml.safe_load(out.read_text())
+    assert resolved["ppo"]["lr"] == 1e-4 and resolved["seeds"] == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("assignment", "named"),
+    [
+        ("ppo.lrr=1", "'ppo.lrr'"),  # a wrong key: named, with the close one
+        ("ppo.total_frames=1000", "ppo.total_frames"),  # an impossible value
+        ("ppo", "not an assignment"),
+    ],
+)
+def test_a_bad_set_is_a_config_error(tmp_path, assignment, named):
+    proc = _rl("obs-norm-stats", "--config", "configs/ci.yaml", "--seed", "0",
+               "--out", str(tmp_path / "s.json"), "--set", assignment)  # fmt: skip
+    assert proc.returncode == 2
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s.json").exists()
