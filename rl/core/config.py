@@ -80,9 +80,11 @@ def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
     return resolved
 
 
+# What a PPO run's numbers depend on: train_ppo's rerun trigger and its checkpoints' settings.
+PPO_SECTIONS = ("env", "obs_norm", "ppo", "evaluation", "device")
 # Sections a variant may override: the ones that decide the per-seed numbers. Study, seeds,
 # results folder, tracking, aggregation and plotting are the study's, shared by its variants.
-OVERRIDABLE = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
+OVERRIDABLE = (*PPO_SECTIONS, "pendulum")
 
 
 def _merge(base: dict, overrides: Mapping[str, Any]) -> dict:
@@ -361,7 +363,6 @@ def dump(cfg: Mapping[str, Any]) -> str:
 # Sections whose values decide the per-seed numbers. Changing any of them under an existing
 # study would mix two configurations in one results folder; seeds, plotting, aggregation,
 # tracking and progress settings may change freely (adding a seed is not mixing).
-RESULT_SECTIONS = ("env", "obs_norm", "ppo", "evaluation", "device", "pendulum")
 
 
 def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -384,7 +385,7 @@ def _result_sections(cfg: Mapping[str, Any], variant: str) -> dict:
         # the old resolved config was validated when written; merge without revalidating
         found = [v for v in cfg["variants"] if v["name"] == variant][0]
         cfg = _merge({k: v for k, v in cfg.items() if k != "variants"}, found["overrides"])
-    return {k: cfg[k] for k in RESULT_SECTIONS if k in cfg}
+    return {k: cfg[k] for k in OVERRIDABLE if k in cfg}
 
 
 def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:

@@ -24,7 +24,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from rl.core.checkpoint import Checkpoint, TrainingDiverged
-from rl.core.config import config_hash
+from rl.core.config import PPO_SECTIONS, config_hash
 from rl.core.device import resolve_device
 from rl.core.progress import Progress
 from rl.ppo.collect import Collection
@@ -45,7 +45,7 @@ LOOP_VERSION = 3
 def training_settings(cfg: dict) -> dict:
     """What a PPO run's numbers depend on: its config sections and the loop's version (a
     checkpoint must match them)."""
-    settings = {k: cfg[k] for k in ("env", "obs_norm", "ppo", "evaluation", "device")}
+    settings = {k: cfg[k] for k in PPO_SECTIONS}
     return {**settings, "loop_version": LOOP_VERSION}
 
 

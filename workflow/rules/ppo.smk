@@ -46,7 +46,7 @@ rule train_ppo:
         gpu=GPU_JOBS,
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash("env", "obs_norm", "ppo", "evaluation", "device"),
+        settings=settings_hash(*rl_config.PPO_SECTIONS),
         out_dir=OUT["ppo_dir"],
         marker=MARKER_ARG,
     shell:
