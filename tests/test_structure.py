@@ -94,3 +94,21 @@ def test_nothing_points_outside_the_repository():
         text=True,
     )
     assert proc.returncode == 1, f"references to a folder beside the repository:\n{proc.stdout}"
+
+
+def test_every_rule_runs_the_stage_of_its_name():
+    """A stage is named once: the rule `train_ppo` runs the verb `train-ppo`, whose Stage
+    (name `train_ppo`) is the MLflow stage and the provenance record's."""
+    import re
+
+    from rl.cli import STAGES
+
+    rules = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            name = block.split(":", 1)[0]
+            rules[name] = re.findall(r"-m rl ([a-z-]+)", block)
+    assert len(rules) >= 10
+    for name, verbs in rules.items():
+        assert verbs == [name.replace("_", "-")], f"rule {name} runs {verbs}"
+        assert name in STAGES and STAGES[name].kind != "tool", f"rule {name}: no such stage"
