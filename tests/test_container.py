@@ -40,7 +40,7 @@ def test_dockerfile_installs_exactly_the_pyproject_pins():
 
 def test_image_names_agree():
     """Makefile's image, the Apptainer recipe's default and the config's default container."""
-    schema = yaml.safe_load((REPO / "rl" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "rl" / "core" / "config.schema.yaml").read_text())
     default = schema["properties"]["container"]["default"]
     makefile = (REPO / "Makefile").read_text()
     image = re.search(r"^IMAGE \?= (\S+)$", makefile, re.M).group(1)
