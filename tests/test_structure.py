@@ -3,6 +3,7 @@ circle, small modules and functions, nothing that points outside the repository.
 
 import ast
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,13 @@ def test_every_rule_runs_the_stage_of_its_name():
     for name, verbs in rules.items():
         assert verbs == [name.replace("_", "-")], f"rule {name} runs {verbs}"
         assert name in STAGES and STAGES[name].kind != "tool", f"rule {name}: no such stage"
+
+
+def test_the_command_line_imports_no_heavy_library():
+    """`python -m rl --help` stays fast, and a verb sets MUJOCO_GL before mujoco loads."""
+    heavy = ("torch", "torchrl", "mujoco", "gymnasium", "mlflow", "pandas", "matplotlib")
+    code = f"import sys, rl.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]"

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from rl.core.files import read_json, write_csv, write_json
-from rl.ppo.models import exportable_policy
 from rl.runner import Arg, Job, stage
 from rl.tracking.sync import episode_rows, read_csv, table_rows
 
@@ -56,6 +55,7 @@ def log_synced_policy(run, cfg: dict, folder: Path, variant: str, seed: int) -> 
     from rl.core import layout
     from rl.ppo.envs import make_env
     from rl.ppo.evaluate import load_actor
+    from rl.ppo.models import exportable_policy
 
     if not (folder / "policy.pt").is_file():
         return
@@ -81,6 +81,7 @@ def train_ppo(job: Job) -> None:
 
     from rl.core.checkpoint import save
     from rl.core.device import resolve_device
+    from rl.ppo.models import exportable_policy
     from rl.ppo.train import train
 
     cfg, args = job.cfg, job.args
