@@ -31,6 +31,13 @@ def mlflow_init(job: Job) -> None:
     )
 
 
+@stage(
+    "mlflow_sync",
+    "rebuild a study's MLflow records from results/ (idempotent), or push them (--to)",
+    Arg("--config", required=True, help="the study's config (results/<study>/config.yaml)"),
+    Arg("--to", help="tracking URI to write to (default: the study's own store)"),
+    kind=TOOL,
+)
 def mlflow_sync(job: Job) -> None:
     from rl.tracking.sync import sync_study
 
@@ -41,15 +48,6 @@ def mlflow_sync(job: Job) -> None:
             "%d output folders were made with another config and were not synced",
             counts["other_config"],
         )
-
-
-mlflow_sync = stage(
-    "mlflow_sync",
-    "rebuild a study's MLflow records from results/ (idempotent), or push them (--to)",
-    Arg("--config", required=True, help="the study's config (results/<study>/config.yaml)"),
-    Arg("--to", help="tracking URI to write to (default: the study's own store)"),
-    kind=TOOL,
-)(mlflow_sync)
 
 
 @stage(
