@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 # The training image (docs/containers.md). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE ?= localhost/rl-pipeline:latest
-TORCH_CHANNEL ?= cu130
+TORCH_CHANNEL ?= pypi
 SIF ?= build/rl-pipeline.sif
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
@@ -65,7 +65,7 @@ reference: install  ## copy results/$(STUDY)'s tables, figures and provenance to
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)
 
-image:  ## build the training image (CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
+image:  ## build the training image (PyPI's CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
 	$(ENGINE) build -f containers/Dockerfile -t $(IMAGE) \
 	  --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) --build-arg VERSION=$(VERSION) \
 	  --build-arg VCS_REF=$$(git rev-parse HEAD) --build-arg SOURCE=$(SOURCE) \
