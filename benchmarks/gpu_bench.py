@@ -45,6 +45,7 @@ START_SLACK_S = 150  # imports, statistics, warp's kernels, compilation: beyond 
 def _worker(config: str, seed: int, sets: list[str], cap: float) -> list[str]:
     cmd = [sys.executable, str(REPO / "benchmarks" / "ppo_bench.py"), "worker"]
     cmd += ["--config", config, "--seed", str(seed), "--until-solved", "--max-seconds", str(cap)]
+    cmd += ["--threads", "1"]  # one torch thread a run, as every CPU benchmark here
     return cmd + [a for s in sets for a in ("--set", s)] + ["--set", "mlflow.enabled=false"]
 
 

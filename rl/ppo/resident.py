@@ -50,7 +50,7 @@ class DeviceRollout:
         def act(td: TensorDict) -> TensorDict:
             return actor(td.select(*self._keys))
 
-        self._policy = graphed(act, torch.device(device), warmup=3) if compile else act
+        self._policy = graphed(act, torch.device(device), warmup=4) if compile else act
 
     def segment(self, seed: int, frames: int):
         """`frames` frames in batches from worlds seeded with `seed` (every world restarts)."""

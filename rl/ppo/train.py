@@ -146,10 +146,13 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
     loss_module = make_loss(actor, critic, ppo)
     # fused: one kernel for all parameters instead of a loop of small ops (CPU and CUDA);
     # resident: the lr a tensor on the device that the schedule updates in place, as a
-    # graphed Adam step reads it there (a float would be frozen into the graph)
+    # graphed Adam step reads it there (a float would be frozen into the graph), and on
+    # CUDA an Adam that may be captured in a CUDA graph
     params = list(loss_module.parameters())
+    graph = is_resident(cfg) and ppo["compile"]
     lr = torch.tensor(ppo["lr"], device=device) if is_resident(cfg) else ppo["lr"]
-    optim = torch.optim.Adam(params, lr=lr, fused=True)
+    capturable = graph and device.type == "cuda"
+    optim = torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
     sched = _schedule(optim, ppo)
     settings = config_hash(training_settings(cfg))
     ckpt = Checkpoint(Path(out_dir) / "checkpoint.pt", settings, "PPO")
@@ -157,14 +160,24 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
     state |= {"settings": settings, "segment_start": 0}
     advantage = make_advantage(critic, ppo, device)
     run = Run(
-        cfg, device, env, eval_env, eval_seed, actor, critic, advantage, None, params, optim,
-        sched, ckpt, state,
-    )  # fmt: skip
+        cfg=cfg,
+        device=device,
+        env=env,
+        eval_env=eval_env,
+        eval_seed=eval_seed,
+        actor=actor,
+        critic=critic,
+        advantage=advantage,
+        step=None,
+        params=params,
+        optim=optim,
+        sched=sched,
+        ckpt=ckpt,
+        state=state,
+    )
     _restore(run)
     # made after the restore: a graphed step keeps the tensors it was captured with
-    run.step = make_step(
-        loss_module, optim, params, ppo, graph=is_resident(cfg) and ppo["compile"], device=device
-    )
+    run.step = make_step(loss_module, optim, params, ppo, graph=graph, device=device)
     return run
 
 

@@ -98,8 +98,9 @@ def make_step(loss_module, optim, params: list, ppo: dict, *, graph: bool, devic
         optim.zero_grad(set_to_none=True)
         return losses.set("grad_norm", grad_norm)
 
-    # warm-up calls: the first compiles, the second recompiles once Adam has its state
-    return graphed(step, device, warmup=3) if graph else step
+    # calls before the capture: the first compiles, the second recompiles once Adam has its
+    # state; a capture must not meet a recompilation
+    return graphed(step, device, warmup=5) if graph else step
 
 
 def update(data: TensorDict, advantage: GAE, step, ppo: dict) -> TensorDict:
