@@ -128,6 +128,9 @@ def physics(device: str, deadline: float) -> dict:
 
 
 def targets(result: dict) -> dict:
+    """The GPU targets' verdicts (None: not measured); a CPU rehearsal judges none."""
+    if result["device"] != "cuda":
+        return {"note": "a CPU rehearsal: the GPU targets are not judged"}
     gpu, cuda, cpu = (result["cases"].get(k, {}) for k in ("gpu", "fast-cuda", "fast-cpu"))
     steady, solve = gpu.get("steady_frames_per_second_median"), gpu.get("time_to_solve_median_s")
     fast_cuda, fast_cpu = cuda.get("frames_per_second_median"), cpu.get("frames_per_second_median")

@@ -32,13 +32,16 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = ("torchrl", "tensordict", "gymnasium", "mujoco", "mujoco-warp", "warp-lang", "jsonschema")
+# gymnasium with its mujoco extra (its MuJoCo envs import imageio), as pyproject.toml pins it
+ROOTS = ("torchrl", "tensordict", "gymnasium[mujoco]", "mujoco", "mujoco-warp", "warp-lang",
+         "jsonschema")  # fmt: skip
 # The GPU machine's image (docs/benchmarks.md): what it has, so neither it nor its
 # dependencies are fetched. torch and CUDA's own wheels are there by definition.
 HAVE = {
     "torch", "triton", "numpy", "pandas", "scipy", "matplotlib", "pyyaml", "pytest", "tqdm",
     "packaging", "cloudpickle", "typing-extensions", "absl-py", "etils", "attrs", "fsspec",
     "zipp", "filelock", "jinja2", "sympy", "networkx", "setuptools", "pillow", "psutil",
+    "imageio",
 }  # fmt: skip
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
@@ -57,32 +60,37 @@ def _pins() -> dict[str, str]:
     return {_norm(re.split(r"[\[=]", p)[0]): p.split("==")[1] for p in pins}
 
 
-def _requires(name: str, python: str) -> list[str]:
-    """The runtime dependencies of installed `name` for `python` on Linux (no extras)."""
+def _requires(name: str, python: str, extras: tuple[str, ...] = ()) -> list[str]:
+    """The runtime dependencies of installed `name` for `python` on Linux, with those of
+    `extras` (each as name or name[extra])."""
     from packaging.requirements import Requirement
 
     env = {"python_version": python, "sys_platform": "linux", "platform_system": "Linux"}
-    env |= {"platform_machine": "x86_64", "extra": ""}
+    env |= {"platform_machine": "x86_64"}
     out = []
     for text in metadata.requires(name) or []:
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate(env):
-            out.append(_norm(req.name))
-            if req.extras:  # e.g. etils[epath]: the extra's own dependencies
-                out += [f"{_norm(req.name)}[{e}]" for e in req.extras]
+        marker_ok = req.marker is None or any(
+            req.marker.evaluate(env | {"extra": e}) for e in ("", *extras)
+        )
+        if marker_ok:
+            extra = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+            out.append(_norm(req.name) + extra)
     return out
 
 
 def needed(python: str) -> dict[str, str]:
     """name -> version of ROOTS and the closure of their dependencies, minus HAVE."""
-    pins, found, todo = _pins(), {}, list(ROOTS)
+    pins, found, todo, seen = _pins(), {}, list(ROOTS), set()
     while todo:
         name = todo.pop()
-        base = name.split("[")[0]
-        if base in HAVE or base in found or base.startswith("nvidia-"):
+        base, _, extra = name.partition("[")
+        extras = tuple(e for e in extra.rstrip("]").split(",") if e)
+        if base in HAVE or base.startswith("nvidia-") or (base, extras) in seen:
             continue
+        seen.add((base, extras))
         found[base] = pins.get(base) or metadata.version(base)
-        todo += _requires(base, python)
+        todo += _requires(base, python, extras)
     return dict(sorted(found.items()))
 
 
