@@ -81,6 +81,31 @@ def loop_frames_per_second(worlds: int, batches: int, device: torch.device, comp
     return (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"]), first["wall_s"]
 
 
+def loop_main(args, device: torch.device) -> None:
+    rows = []
+    for n in args.worlds:
+        runs = [loop_frames_per_second(n, args.batches, device, args.compile)]
+        runs += [loop_frames_per_second(n, args.batches, device, args.compile)
+                 for _ in range(args.repeats - 1)]  # fmt: skip
+        fps = [r[0] for r in runs]
+        rows.append({"worlds": n, "fps_median": statistics.median(fps), "fps": fps,
+                     "first_batch_s": [r[1] for r in runs]})  # fmt: skip
+        print(f"training loop {n:6d} worlds  {statistics.median(fps):12,.0f} frames/s")
+    import subprocess
+
+    import rl
+
+    code = Path(rl.__file__).resolve().parent.parent  # the package measured (PYTHONPATH may say)
+    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True)
+    result = {"machine": machine(), "device": str(device), "loop": True, "rows": rows}
+    result["package"] = {"path": str(code), "commit": commit.stdout.decode().strip()}
+    result |= {"compile": args.compile, "batches": args.batches, "repeats": args.repeats}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = args.out / f"{stamp}-warp-loop-{device.type}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -136,28 +161,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def loop_main(args, device: torch.device) -> None:
-    rows = []
-    for n in args.worlds:
-        runs = [loop_frames_per_second(n, args.batches, device, args.compile)]
-        runs += [loop_frames_per_second(n, args.batches, device, args.compile)
-                 for _ in range(args.repeats - 1)]  # fmt: skip
-        fps = [r[0] for r in runs]
-        rows.append({"worlds": n, "fps_median": statistics.median(fps), "fps": fps,
-                     "first_batch_s": [r[1] for r in runs]})  # fmt: skip
-        print(f"training loop {n:6d} worlds  {statistics.median(fps):12,.0f} frames/s")
-    import subprocess
-
-    import rl
-
-    code = Path(rl.__file__).resolve().parent.parent  # the package measured (PYTHONPATH may say)
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True)
-    result = {"machine": machine(), "device": str(device), "loop": True, "rows": rows}
-    result["package"] = {"path": str(code), "commit": commit.stdout.decode().strip()}
-    result |= {"compile": args.compile, "batches": args.batches, "repeats": args.repeats}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = args.out / f"{stamp}-warp-loop-{device.type}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
