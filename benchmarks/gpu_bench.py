@@ -35,9 +35,9 @@ TINY_WARP += ["ppo.total_frames=8192", "ppo.eval_interval_frames=4096", "obs_nor
 TINY_FAST = ["ppo.total_frames=16384", "ppo.eval_interval_frames=8192", "obs_norm.steps=500"]
 CASES = {
     # name: (config, overrides on cuda, overrides on cpu, cap seconds, side by side)
-    "gpu": ("configs/gpu.yaml", [], ["device=cpu", *TINY_WARP], 60, False),
-    "fast-cuda": ("configs/fast.yaml", ["device=cuda"], ["device=cpu", *TINY_FAST], 90, True),
-    "fast-cpu": ("configs/fast.yaml", ["device=cpu"], ["device=cpu", *TINY_FAST], 90, True),
+    "gpu": ("configs/gpu.yaml", [], ["device=cpu", *TINY_WARP], 90, False),
+    "fast-cuda": ("configs/fast.yaml", ["device=cuda"], ["device=cpu", *TINY_FAST], 60, True),
+    "fast-cpu": ("configs/fast.yaml", ["device=cpu"], ["device=cpu", *TINY_FAST], 60, True),
 }
 START_SLACK_S = 150  # imports, statistics, warp's kernels, compilation: beyond the cap
 

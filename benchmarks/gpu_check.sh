@@ -56,7 +56,7 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 phase "GPU tests"
 if [ "$DEVICE" = cuda ]; then SELECT=(-m cuda); else SELECT=(-m "not slow and not cuda"); fi
 set +e
-timeout 240 "$PY" -m pytest -q -p no:cacheprovider "${SELECT[@]}" \
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider "${SELECT[@]}" \
   tests/test_resident.py tests/test_warp_env.py 2>&1 | tee "$RESULT/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 set -e
