@@ -109,7 +109,9 @@ def test_gpu_config_compiled_trains_without_a_host_sync_in_any_batch(tmp_path):
     assert cfg["env"]["backend"] == "mujoco-warp" and cfg["ppo"]["compile"]
     table = _table(result)
     assert len(table) == 4 and table["loss_critic"].notna().all()
-    assert table["lr"].is_monotonic_decreasing and table["lr"].iloc[0] == cfg["ppo"]["lr"]
+    # the lr is a float32 tensor there: the rows hold the value Adam used
+    assert table["lr"].is_monotonic_decreasing
+    assert table["lr"].iloc[0] == pytest.approx(cfg["ppo"]["lr"], rel=1e-6)
     assert [e["frames"] for e in result["state"]["eval"]] == [256, 512]
 
 
