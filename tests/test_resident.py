@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -113,6 +114,35 @@ def test_gpu_config_compiled_trains_without_a_host_sync_in_any_batch(tmp_path):
     assert table["lr"].is_monotonic_decreasing
     assert table["lr"].iloc[0] == pytest.approx(cfg["ppo"]["lr"], rel=1e-6)
     assert [e["frames"] for e in result["state"]["eval"]] == [256, 512]
+
+
+def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_path):
+    """What a GPU run does once per log interval: one copy of the pending batches' metric
+    vectors, one row each (the reward unscaled, cumulative wall time; the wait for the
+    device counted in the last batch), and a non-finite loss stops the run naming the frame
+    its batch started at."""
+    from types import SimpleNamespace
+
+    from rl.core.checkpoint import Checkpoint, TrainingDiverged
+    from rl.ppo.train import report
+
+    state = {"wall_s": 10.0, "metrics": [], "segment_start": 0}
+    run = SimpleNamespace(cfg={"ppo": {"reward_scale": 0.1}}, state=state)
+    run.ckpt = Checkpoint(tmp_path / "checkpoint.pt", "settings", "PPO")
+    vector = lambda reward, loss: torch.tensor(  # noqa: E731
+        [reward, 7, loss, 2.0, 0.0, float("nan"), 0.5, 1e-3], dtype=torch.float64
+    )
+    pending = [[128, 1, 128, 1.0, vector(0.9, 1.0)], [256, 2, 128, 2.0, vector(0.8, 3.0)]]
+    rows = report(run, pending, since=time.perf_counter())  # the device done at once
+    assert pending == [] and [r["batch"] for r in rows] == [1, 2]
+    assert [r["wall_s"] for r in rows] == pytest.approx([11.0, 13.0], abs=0.1)
+    assert state["wall_s"] == rows[1]["wall_s"] and rows[1]["frames_per_s"] < 64
+    assert rows[0]["train_reward_mean"] == pytest.approx(9.0) and rows[0]["frames_per_s"] == 128
+    assert rows[0]["train_max_episode_length"] == 7 and rows[1]["loss_objective"] == 3.0
+    assert state["metrics"] == rows
+    pending = [[384, 3, 128, 1.0, vector(0.7, float("nan"))]]
+    with pytest.raises(TrainingDiverged, match="diverged at frame 256"):
+        report(run, pending, since=time.perf_counter())
 
 
 def test_the_guard_catches_a_host_read():

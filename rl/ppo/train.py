@@ -8,12 +8,13 @@ batch, evaluate when due, checkpoint when due. Everything the loop needs to cont
 as one `Checkpoint`, so a run resumes from any checkpoint it wrote.
 
 One loop for every backend and device. A batch reads nothing on the host: its metrics stay
-on the device (rl.ppo.update.batch_metrics) and are copied in one go when the loop reports,
-at most once per progress.log_interval_seconds and before every evaluation and checkpoint,
-so on a GPU the batches of a log interval run back to back. What differs is configuration:
-env.backend mujoco-warp collects with rl.ppo.resident.DeviceRollout (no host round trip per
-step) and its optimiser's lr is a tensor; with ppo.compile its policy and whole minibatch
-step are compiled, and CUDA-graphed on a GPU.
+on the device (rl.ppo.update.batch_metrics) and are copied in one go when the loop reports:
+on CUDA once per progress.log_interval_seconds and before every evaluation and checkpoint,
+so the batches of a log interval run back to back; on the CPU after every batch. What
+differs is configuration: env.backend mujoco-warp collects with
+rl.ppo.resident.DeviceRollout (no host round trip per step) and its optimiser's lr is a
+tensor; with ppo.compile its policy and whole minibatch step are compiled, and CUDA-graphed
+on a GPU.
 """
 
 from __future__ import annotations
@@ -358,7 +359,9 @@ def train(
             on_batch(row, evals.get(row["frames"]))
     interval = cfg["progress"]["log_interval_seconds"]
     progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
-    due = Due(ppo, state["frames"], interval)
+    # on a GPU the batches of a log interval run back to back; on the CPU a batch's metrics
+    # are on the host already, so each is reported as it ends (a diverged run stops at once)
+    due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
     collection = make_collection(cfg, obs_stats, run.env, run.actor, run.device)
     guard = batch_guard or contextlib.nullcontext
     try:

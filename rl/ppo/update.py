@@ -2,12 +2,13 @@
 minibatch step (clipped surrogate loss, backward, clipped gradient, Adam), with the batch's
 metrics left on the device.
 
-Nothing here reads a tensor on the host (no `.item()`, `float()`, `bool()` of a tensor), so a
-batch on a GPU never waits for it: the metrics come back as one vector that the loop copies
-once per log interval (rl.ppo.train). The minibatch step is one function; `make_step` runs
-it eagerly, compiles the loss alone (`ppo.compile` on the gymnasium backend, as ever), or
-compiles the whole step and, on CUDA, replays it as a CUDA graph (the GPU-resident loop of
-env.backend mujoco-warp with ppo.compile: rl.ppo.resident.graphed).
+Nothing here reads a tensor on the host (no `.item()`, `float()`, `bool()` of a tensor), so
+a batch on a GPU never waits for it: the metrics come back as one vector that the loop
+copies when it reports (rl.ppo.train: on CUDA once per log interval). The minibatch step is
+one function; `make_step` runs it eagerly, compiles the loss alone (`ppo.compile` on the
+gymnasium backend, as ever), or compiles the whole step and, on CUDA, replays it as a CUDA
+graph (the GPU-resident loop of env.backend mujoco-warp with ppo.compile:
+rl.ppo.resident.graphed).
 """
 
 from __future__ import annotations
