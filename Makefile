@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 # The training image (docs/containers.md). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE ?= localhost/rl-pipeline:latest
-TORCH_CHANNEL ?= cu130
+TORCH_CHANNEL ?= pypi
 SIF ?= build/rl-pipeline.sif
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
@@ -20,7 +20,7 @@ SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
 CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 comma := ,
 
-.PHONY: image sif
+.PHONY: image sif gpu-wheels
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,11 +65,20 @@ reference: install  ## copy results/$(STUDY)'s tables, figures and provenance to
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)
 
-image:  ## build the training image (CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
+image:  ## build the training image (PyPI's CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
 	$(ENGINE) build -f containers/Dockerfile -t $(IMAGE) \
 	  --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) --build-arg VERSION=$(VERSION) \
 	  --build-arg VCS_REF=$$(git rev-parse HEAD) --build-arg SOURCE=$(SOURCE) \
 	  $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE)) .
+
+# Wheels for a GPU machine that reaches no registry (docs/benchmarks.md, "The GPU check"):
+# cp$(subst .,,$(GPU_PYTHON)) manylinux wheels of what its image lacks into $(GPU_WHEELS)/
+# (git-ignored), warp-lang's cut into parts that one call to the machine can carry.
+# GPU_PYTHON=3.11 GPU_WHEELS=.whl-rehearsal: the wheels of the rehearsal on this CPU.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= .whl
+gpu-wheels: install  ## wheels for benchmarks/gpu_check.sh into $(GPU_WHEELS)/ (GPU_PYTHON=3.12)
+	$(BIN)/python benchmarks/gpu_wheels.py download --python-version $(GPU_PYTHON) --dest $(GPU_WHEELS)
 
 sif:  ## convert the image of `make image` to an Apptainer SIF ($(SIF)); needs apptainer
 	mkdir -p $(dir $(SIF))

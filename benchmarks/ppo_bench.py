@@ -33,6 +33,10 @@ SOLVED = 9100.0
 
 
 # ----------------------------------------------------------------------------- workers
+class _Stop(Exception):
+    """Raised by the worker's on_batch to end a run early (--until-solved, --max-seconds)."""
+
+
 def worker(
     config: str,
     seed: int,
@@ -40,8 +44,12 @@ def worker(
     threads: int | None,
     final_eval: bool,
     overrides: list[str] = (),
+    until_solved: bool = False,
+    max_seconds: float | None = None,
 ):
-    """Train one seed of ours in this process and print one JSON line."""
+    """Train one seed of ours in this process and print one JSON line. `until_solved`:
+    stop at the first evaluation >= 9,100; `max_seconds`: stop after that much training
+    (either way `stopped` says why, and the frames/s are those of the frames done)."""
     t_import = time.perf_counter()
     import torch
 
@@ -71,21 +79,35 @@ def worker(
             }
             curve.append(point)
             print("progress " + json.dumps(point), flush=True)  # survives a timeout kill
+        rows.append(row)
+        if until_solved and eval_row and eval_row["eval_return"] >= SOLVED:
+            raise _Stop("solved")
+        if max_seconds and time.perf_counter() - t0 >= max_seconds:
+            raise _Stop("max_seconds")
 
     import tempfile
 
+    rows, stopped = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(cfg, seed, stats, tmp, on_batch=on_batch)
+        try:
+            result = train(cfg, seed, stats, tmp, on_batch=on_batch)
+        except _Stop as stop:
+            stopped, result = str(stop), None
         train_s = time.perf_counter() - t0
+        frames_done = rows[-1]["frames"] if rows else 0
         out = {
             "who": "ours",
             "config": config,
             "seed": seed,
-            "frames": result["state"]["frames"],
+            "frames": frames_done,
             "train_seconds": train_s,
-            "frames_per_second": result["state"]["frames"] / train_s,
+            "frames_per_second": frames_done / train_s,
+            "stopped": stopped,
+            # the first batch holds compilation and warm-up; the rest is the steady loop
+            "first_batch_seconds": rows[0]["wall_s"] if rows else None,
+            "steady_frames_per_second": _steady_rows_fps(rows),
             "import_seconds": import_s,
-            "device": str(result["device"]),
+            "device": str(result["device"]) if result else cfg["device"],
             "threads": torch.get_num_threads(),
             "curve": curve,
             "overrides": list(overrides),
@@ -93,7 +115,7 @@ def worker(
         solved = next((p for p in curve if p["eval_return"] >= SOLVED), None)
         out["time_to_solve_s"] = solved["wall_s"] if solved else None
         out["frames_to_solve"] = solved["frames"] if solved else None
-        if final_eval:
+        if final_eval and result:
             policy = Path(tmp) / "policy.pt"
             from rl.core.checkpoint import save
 
@@ -101,6 +123,15 @@ def worker(
             episodes = evaluate(cfg, seed, policy, stats)
             out["final_eval_returns"] = episodes["return"].tolist()
     print(json.dumps(out))
+
+
+def _steady_rows_fps(rows: list[dict]) -> float | None:
+    """Frames/s of the training loop after its first batch (compilation, warm-up), from the
+    metric rows' cumulative frames and wall time (evaluations excluded)."""
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    return (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"])
 
 
 # ----------------------------------------------------------------------------- driver
@@ -320,6 +351,8 @@ def main() -> None:
     w.add_argument("--threads", type=int)
     w.add_argument("--final-eval", action="store_true")
     w.add_argument("--set", action="append", default=[], help="section.key=value override")
+    w.add_argument("--until-solved", action="store_true", help="stop at the first >= 9,100")
+    w.add_argument("--max-seconds", type=float, help="stop after this much training")
     for name in ("quick", "full", "solve"):
         p = sub.add_parser(name)
         p.add_argument("--baseline", help="tutorial_ppo.py or its folder")
@@ -344,7 +377,16 @@ def main() -> None:
         )
     args = parser.parse_args()
     if args.mode == "worker":
-        return worker(args.config, args.seed, args.frames, args.threads, args.final_eval, args.set)
+        return worker(
+            args.config,
+            args.seed,
+            args.frames,
+            args.threads,
+            args.final_eval,
+            args.set,
+            args.until_solved,
+            args.max_seconds,
+        )
 
     baseline = baseline_path(args.baseline, "tutorial_ppo.py")
     out_dir = Path(args.out)

@@ -19,6 +19,9 @@ import yaml
 
 REPO = kit.REPO
 SHELL_IMAGE = f"docker://{kit.TEST_IMAGE}"
+# The CUDA of PyPI's torch wheel for Linux x86_64, by version: 2.13.0 depends on
+# cuda-toolkit 13.0.3 and the nvidia-*-cu13 wheels (seen in `make image`, docs/containers.md).
+PYPI_TORCH_CUDA = {"2.13.0": "13.0"}
 
 
 # -- fast checks: the Dockerfile and its one source of pins -------------------------------------
@@ -30,12 +33,19 @@ def test_dockerfile_installs_exactly_the_pyproject_pins():
     for name in kit.pins():
         pinned_again = re.search(rf"\b{re.escape(name)}\s*==\s*\d", text)
         assert not pinned_again, f"{name} pinned in the Dockerfile"
-    # the torch build: the CUDA wheel matching the base image's CUDA, or the tests' local wheel
+    # the torch build: PyPI's wheel (a CUDA build) whose CUDA is the base image's, or the tests'
+    # local wheel; both ARG lines and the Makefile's default say the same
     base = kit.base_image()
     m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+(-cudnn)?-runtime-ubuntu22\.04", base)
     assert m, f"{base}: want a short-named nvidia/cuda:*-runtime-ubuntu22.04 tag"
-    channel = re.search(r"^ARG TORCH_CHANNEL=(\S+)$", text, re.M).group(1)
-    assert channel == f"cu{m.group(1)}{m.group(2)}", "the torch CUDA build must match the base"
+    channels = set(re.findall(r"^ARG TORCH_CHANNEL=(\S+)$", text, re.M))
+    makefile = re.search(r"^TORCH_CHANNEL \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert channels == {"pypi"} == {makefile.group(1)}, channels
+    torch_pin = kit.pins()["torch"]
+    assert PYPI_TORCH_CUDA.get(torch_pin) == f"{m.group(1)}.{m.group(2)}", (
+        f"which CUDA is PyPI's torch {torch_pin} for Linux x86_64 (its nvidia-* dependencies)? "
+        f"Record it in PYPI_TORCH_CUDA and make the base image's CUDA the same"
+    )
 
 
 def test_image_names_agree():

@@ -286,6 +286,13 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env['id']}'",
             "Set env.backend: gymnasium for this task.",
         )
+    if env["backend"] == "mujoco-warp" and ppo["collector_workers"] > 1:
+        fail(
+            "ppo.collector_workers",
+            f"{ppo['collector_workers']} workers with env.backend mujoco-warp, which steps all "
+            f"its worlds at once on the run's device, in the training process",
+            "Set ppo.collector_workers: 1 (more worlds, env.num_envs, is what scales it).",
+        )
     uri = cfg["mlflow"]["tracking_uri"]
     if uri:
         if has_credentials(uri):

@@ -1,4 +1,5 @@
-"""Collection for PPO: one checkpoint segment of batches at a time, from TorchRL collectors."""
+"""Collection for PPO: one checkpoint segment of batches at a time, from TorchRL collectors
+(env.backend gymnasium) or the device-resident rollout (mujoco-warp: rl.ppo.resident)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ import torch
 from torchrl.collectors import Collector, MultiSyncCollector
 
 from rl.ppo.envs import make_training_env
+from rl.ppo.resident import DeviceRollout
+
+
+def make_collection(cfg: dict, obs_stats: dict, env, actor, device: torch.device):
+    """The run's collection: `segment(seed, frames)` yields batches ([num_envs, steps]),
+    `update_policy_weights_()` after each update, `shutdown()` at the end."""
+    ppo = cfg["ppo"]
+    if cfg["env"]["backend"] == "mujoco-warp":
+        fpb = ppo["frames_per_batch"]
+        return DeviceRollout(env, actor, fpb, compile=ppo["compile"], device=device)
+    return Collection(cfg, obs_stats, env, actor, device)
 
 
 class Collection:

@@ -6,10 +6,20 @@ clipping.
 batch, evaluate when due, checkpoint when due. Everything the loop needs to continue is in
 `Run` (its modules, optimiser and schedule) and `Run.state` (counters and metric rows), saved
 as one `Checkpoint`, so a run resumes from any checkpoint it wrote.
+
+One loop for every backend and device. A batch reads nothing on the host: its metrics stay
+on the device (rl.ppo.update.batch_metrics) and are copied in one go when the loop reports:
+on CUDA once per progress.log_interval_seconds and before every evaluation and checkpoint,
+so the batches of a log interval run back to back; on the CPU after every batch. What
+differs is configuration: env.backend mujoco-warp collects with
+rl.ppo.resident.DeviceRollout (no host round trip per step) and its optimiser's lr is a
+tensor; with ppo.compile its policy and whole minibatch step are compiled, and CUDA-graphed
+on a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -17,20 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchrl.data.replay_buffers import ReplayBuffer
-from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
-from torchrl.data.replay_buffers.storages import LazyTensorStorage
-from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from rl.core.checkpoint import Checkpoint, TrainingDiverged
 from rl.core.config import PPO_SECTIONS, config_hash
 from rl.core.device import resolve_device
 from rl.core.progress import Progress
-from rl.ppo.collect import Collection
+from rl.ppo.collect import make_collection
 from rl.ppo.envs import make_eval_env, make_training_env
 from rl.ppo.evaluate import evaluate_episode
 from rl.ppo.models import make_actor_critic
+from rl.ppo.update import METRICS, batch_metrics, make_advantage, make_loss, make_step, update
 
 log = logging.getLogger("rl")
 
@@ -40,13 +47,25 @@ TIMING_COLUMNS = ("frames_per_s", "wall_s")
 # the training env: 3 = TrainingCopies): a checkpoint written by an older loop is then
 # refused with the "other settings" error.
 LOOP_VERSION = 3
+# The device-resident loop of env.backend mujoco-warp, versioned apart: its first version
+# replaced TorchRL's collector there (other numbers), and a warp checkpoint of the older loop
+# is refused, while the gymnasium backend's settings, and their hash, stay as they were.
+RESIDENT_LOOP_VERSION = 1
+
+
+def is_resident(cfg: dict) -> bool:
+    """Whether the run trains on the device-resident loop (env.backend mujoco-warp)."""
+    return cfg["env"]["backend"] == "mujoco-warp"
 
 
 def training_settings(cfg: dict) -> dict:
     """What a PPO run's numbers depend on: its config sections and the loop's version (a
     checkpoint must match them)."""
     settings = {k: cfg[k] for k in PPO_SECTIONS}
-    return {**settings, "loop_version": LOOP_VERSION}
+    settings["loop_version"] = LOOP_VERSION
+    if is_resident(cfg):
+        settings["resident_loop_version"] = RESIDENT_LOOP_VERSION
+    return settings
 
 
 def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
@@ -78,7 +97,7 @@ class Run:
     actor: torch.nn.Module
     critic: torch.nn.Module
     advantage: GAE
-    loss_fn: object
+    step: object
     params: list
     optim: torch.optim.Optimizer
     sched: object
@@ -95,36 +114,17 @@ class Run:
             "sched": self.sched,
         }
 
+    @property
+    def generators(self) -> dict:
+        """Generators a checkpoint holds besides torch's CPU one: the device-resident loop on
+        CUDA draws its actions and minibatches from the GPU's."""
+        if is_resident(self.cfg) and self.device.type == "cuda":
+            return {"cuda_rng": torch.cuda.default_generators[self.device.index or 0]}
+        return {}
+
     def checkpoint(self) -> None:
-        self.ckpt.save(f"frame {self.state['frames']}", self.state, self.modules)
-
-
-def _loss_fn(loss_module, compile: bool):
-    """The PPO loss of a minibatch, summed; compiled (forward and backward) when asked."""
-
-    def loss_fn(minibatch):
-        losses = loss_module(minibatch)
-        loss = losses["loss_objective"] + losses["loss_critic"]
-        if "loss_entropy" in losses.keys():
-            loss = loss + losses["loss_entropy"]
-        return loss, losses.detach()
-
-    return torch.compile(loss_fn) if compile else loss_fn
-
-
-def _loss_module(actor, critic, ppo: dict) -> ClipPPOLoss:
-    return ClipPPOLoss(
-        actor_network=actor,
-        critic_network=critic,
-        clip_epsilon=ppo["clip_epsilon"],
-        entropy_bonus=ppo["entropy_coef"] > 0,
-        entropy_coeff=ppo["entropy_coef"],
-        critic_coeff=ppo["critic_coef"],
-        loss_critic_type=ppo["loss_critic_type"],
-        # Use actor and critic as they are: the functional default swaps a parameter copy
-        # into both modules on every call.
-        functional=False,
-    )
+        at = f"frame {self.state['frames']}"
+        self.ckpt.save(at, self.state, self.modules, self.generators)
 
 
 def _schedule(optim, ppo: dict):
@@ -144,109 +144,101 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
     # reseeded before each evaluation; gymnasium's MuJoCo whatever the training backend:
     # a policy trained on mujoco-warp is judged on the reference physics
     eval_env = make_eval_env(cfg["env"], eval_seed, obs_stats=obs_stats, device=device)
-    loss_module = _loss_module(actor, critic, ppo)
-    advantage = GAE(
-        gamma=ppo["gamma"],
-        lmbda=ppo["lmbda"],
-        value_network=critic,
-        average_gae=True,
-        device=device,
-    )
-    # fused: one kernel for all parameters instead of a loop of small ops (CPU and CUDA)
+    loss_module = make_loss(actor, critic, ppo)
+    # fused: one kernel for all parameters instead of a loop of small ops (CPU and CUDA);
+    # resident: the lr a tensor on the device that the schedule updates in place, as a
+    # graphed Adam step reads it there (a float would be frozen into the graph), and on
+    # CUDA an Adam that may be captured in a CUDA graph
     params = list(loss_module.parameters())
-    optim = torch.optim.Adam(params, lr=ppo["lr"], fused=True)
-    loss_fn = _loss_fn(loss_module, ppo["compile"])
+    graph = is_resident(cfg) and ppo["compile"]
+    lr = torch.tensor(ppo["lr"], device=device) if is_resident(cfg) else ppo["lr"]
+    capturable = graph and device.type == "cuda"
+    optim = torch.optim.Adam(params, lr=lr, fused=True, capturable=capturable)
     sched = _schedule(optim, ppo)
     settings = config_hash(training_settings(cfg))
     ckpt = Checkpoint(Path(out_dir) / "checkpoint.pt", settings, "PPO")
     state = {"frames": 0, "batches": 0, "metrics": [], "eval": [], "wall_s": 0.0}
     state |= {"settings": settings, "segment_start": 0}
+    advantage = make_advantage(critic, ppo, device)
     run = Run(
-        cfg,
-        device,
-        env,
-        eval_env,
-        eval_seed,
-        actor,
-        critic,
-        advantage,
-        loss_fn,
-        params,
-        optim,
-        sched,
-        ckpt,
-        state,
+        cfg=cfg,
+        device=device,
+        env=env,
+        eval_env=eval_env,
+        eval_seed=eval_seed,
+        actor=actor,
+        critic=critic,
+        advantage=advantage,
+        step=None,
+        params=params,
+        optim=optim,
+        sched=sched,
+        ckpt=ckpt,
+        state=state,
     )
-    resumed = ckpt.restore(run.modules)
-    if resumed is not None:
-        run.state = resumed
-        exact = resumed["segment_start"] == resumed["frames"]
-        log.info(
-            "resuming from checkpoint %s at frame %d%s",
-            ckpt.path,
-            resumed["frames"],
-            "" if exact else " (mid-segment: in-flight episodes restart)",
-        )
+    _restore(run)
+    # made after the restore: a graphed step keeps the tensors it was captured with
+    run.step = make_step(loss_module, optim, params, ppo, graph=graph, device=device)
     return run
 
 
-def update(data, run: Run) -> tuple[dict, torch.Tensor]:
-    """PPO epochs over one collected batch: GAE recomputed each epoch, clipped gradients.
-
-    The on-policy buffer is made per batch: no sampler state outlives a batch, so a
-    resumed run draws the same minibatches as an uninterrupted one.
-    """
-    ppo = run.cfg["ppo"]
-    buffer = ReplayBuffer(
-        storage=LazyTensorStorage(ppo["frames_per_batch"], device=data.device),
-        sampler=SamplerWithoutReplacement(drop_last=True),
-        batch_size=ppo["minibatch_size"],
+def _restore(run: Run) -> None:
+    resumed = run.ckpt.restore(run.modules, run.generators)
+    if resumed is None:
+        return
+    run.state = resumed
+    if is_resident(run.cfg):  # the checkpoint loads on the CPU; the lr lives on the device
+        for group in run.optim.param_groups:
+            group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=run.device)
+    exact = resumed["segment_start"] == resumed["frames"]
+    log.info(
+        "resuming from checkpoint %s at frame %d%s",
+        run.ckpt.path,
+        resumed["frames"],
+        "" if exact else " (mid-segment: in-flight episodes restart)",
     )
-    for _ in range(ppo["num_epochs"]):
-        with torch.no_grad():
-            run.advantage(data)
-        buffer.extend(data.reshape(-1))
-        for minibatch in buffer:
-            loss, losses = run.loss_fn(minibatch)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(run.params, ppo["max_grad_norm"])
-            run.optim.step()
-            run.optim.zero_grad(set_to_none=True)
-    return losses, grad_norm
 
 
-def batch_row(state: dict, data, losses, grad_norm, lr: float, ppo: dict, dt: float) -> dict:
-    """The metrics row of one batch (`frames` counted after it)."""
-    frames = state["frames"] + data.numel()
-    return {
-        "frames": frames,
-        "batch": state["batches"] + 1,
-        "train_reward_mean": float(data["next", "reward"].mean()) / ppo["reward_scale"],
-        "train_max_episode_length": int(data["next", "step_count"].max()),
-        "loss_objective": float(losses["loss_objective"]),
-        "loss_critic": float(losses["loss_critic"]),
-        "loss_entropy": float(losses.get("loss_entropy", torch.zeros(()))),
-        "entropy": float(losses.get("entropy", torch.tensor(float("nan")))),
-        "grad_norm": float(grad_norm),
-        "lr": lr,
-        "frames_per_s": data.numel() / dt,
-        "wall_s": state["wall_s"] + dt,
-    }
+def learn(run: Run, data) -> torch.Tensor:
+    """Update on one batch and step the schedule; the batch's metrics, on the device."""
+    losses = update(data, run.advantage, run.step, run.cfg["ppo"])
+    metrics = batch_metrics(data, losses, run.optim.param_groups[0]["lr"])  # this batch's lr
+    run.sched.step()
+    return metrics
 
 
-def record(run: Run, row: dict) -> None:
-    """Commit a batch's row to the loop state; a non-finite loss or gradient stops the run."""
+def report(run: Run, pending: list, since: float) -> list[dict]:
+    """Copy the metrics of the batches not yet reported to the host (one transfer) and
+    commit their rows; the wait for the device since `since` (the end of the last batch on
+    the host) is the last batch's time. `pending`: [frames after, batch, frames, seconds,
+    metrics] per batch, emptied."""
+    values = torch.stack([p[4] for p in pending]).tolist()
+    pending[-1][3] += time.perf_counter() - since
+    rows = []
+    for (frames, batch, numel, seconds, _), vector in zip(pending, values, strict=True):
+        m = dict(zip(METRICS, vector, strict=True))
+        row = {"frames": frames, "batch": batch, **m}
+        row["train_reward_mean"] = m["train_reward_mean"] / run.cfg["ppo"]["reward_scale"]
+        row["train_max_episode_length"] = int(m["train_max_episode_length"])
+        row |= {"frames_per_s": numel / seconds, "wall_s": run.state["wall_s"] + seconds}
+        record(run, row, frames - numel)
+        rows.append(row)
+    pending.clear()
+    return rows
+
+
+def record(run: Run, row: dict, start: int) -> None:
+    """Commit a batch's row to the loop state; a non-finite loss or gradient stops the run
+    (`start`: the frames done before that batch)."""
     if not all(map(math.isfinite, (row["loss_objective"], row["loss_critic"], row["grad_norm"]))):
-        state = run.state
         raise TrainingDiverged(
-            f"Training diverged at frame {state['frames']}: non-finite loss or "
+            f"Training diverged at frame {start}: non-finite loss or "
             f"gradient (loss_objective={row['loss_objective']}, "
             f"loss_critic={row['loss_critic']}, grad_norm={row['grad_norm']}). "
             f"The last good checkpoint ({run.ckpt.path}, frame "
-            f"{state['segment_start']}) is kept. Lower ppo.lr or ppo.max_grad_norm, "
+            f"{run.state['segment_start']}) is kept. Lower ppo.lr or ppo.max_grad_norm, "
             f"or check the observation statistics, then rerun to resume."
         )
-    run.state["frames"], run.state["batches"] = row["frames"], row["batch"]
     run.state["wall_s"] = row["wall_s"]
     run.state["metrics"].append(row)
 
@@ -270,14 +262,16 @@ def segment_frames(state: dict, ppo: dict) -> tuple[int, int]:
 
 
 class Due:
-    """When the loop evaluates (every eval_interval_frames and at the end) and when it
-    checkpoints between segment ends (every checkpoint_interval_minutes)."""
+    """When the loop evaluates (every eval_interval_frames and at the end), when it
+    checkpoints between segment ends (every checkpoint_interval_minutes) and when it reports
+    the batches' metrics (every `report_s` seconds, and before either of the other two)."""
 
-    def __init__(self, ppo: dict, frames: int):
+    def __init__(self, ppo: dict, frames: int, report_s: float):
         self.every, self.total = ppo["eval_interval_frames"], ppo["total_frames"]
         self.next_eval = (frames // self.every + 1) * self.every
         self.minutes = ppo["checkpoint_interval_minutes"]
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint = self.last_report = time.monotonic()
+        self.report_s = report_s
 
     def evaluation(self, frames: int) -> bool:
         if frames >= self.next_eval or frames >= self.total:
@@ -291,27 +285,45 @@ class Due:
     def checkpointed(self) -> None:
         self.last_checkpoint = time.monotonic()
 
+    def report(self) -> bool:
+        if time.monotonic() - self.last_report >= self.report_s:
+            self.last_report = time.monotonic()
+            return True
+        return False
 
-def train_segment(run: Run, collection: Collection, seed: int, due: Due, progress, on_batch):
-    """Collect, update, record, evaluate when due, checkpoint when due: one checkpoint
-    segment, from environments seeded by (seed, frames done)."""
+
+def train_segment(run: Run, collection, seed: int, due: Due, progress, on_batch, batch_guard):
+    """Collect, update, report, evaluate when due, checkpoint when due: one checkpoint
+    segment, from environments seeded by (seed, frames done). `batch_guard()` is entered
+    around each batch's collection and update (tests: no host sync there)."""
     ppo, state = run.cfg["ppo"], run.state
     end, frames = segment_frames(state, ppo)
-    state["segment_start"] = state["frames"]
+    state["segment_start"] = last = state["frames"]
+    last += frames
+    batches = collection.segment(seed + state["frames"], frames)
+    pending = []  # the batches whose metrics are still on the device
     t_batch = time.perf_counter()
-    for data in collection.segment(seed + state["frames"], frames):
-        losses, grad_norm = update(data, run)
-        lr = run.optim.param_groups[0]["lr"]
-        run.sched.step()
-        collection.update_policy_weights_()
-        row = batch_row(state, data, losses, grad_norm, lr, ppo, time.perf_counter() - t_batch)
-        record(run, row)
-        eval_row = evaluate(run) if due.evaluation(state["frames"]) else None
-        if on_batch is not None:
-            on_batch(row, eval_row)
-        shown = {"eval_return": eval_row["eval_return"]} if eval_row else {}
-        progress.update(state["frames"], reward=row["train_reward_mean"], **shown)
-        if due.checkpoint() and state["frames"] < end:
+    while True:
+        with batch_guard():
+            data = next(batches, None)
+            if data is None:
+                break
+            metrics = learn(run, data)
+            collection.update_policy_weights_()
+        state["frames"] += data.numel()
+        state["batches"] += 1
+        t_end = time.perf_counter()
+        pending.append([state["frames"], state["batches"], data.numel(), t_end - t_batch, metrics])
+        evaluating = due.evaluation(state["frames"])
+        checkpointing = due.checkpoint() and state["frames"] < end
+        if evaluating or checkpointing or state["frames"] >= last or due.report():
+            rows = report(run, pending, t_end)
+            eval_row = evaluate(run) if evaluating else None
+            for row in rows if on_batch is not None else ():
+                on_batch(row, eval_row if row is rows[-1] else None)
+            shown = {"eval_return": eval_row["eval_return"]} if eval_row else {}
+            progress.update(state["frames"], reward=rows[-1]["train_reward_mean"], **shown)
+        if checkpointing:
             run.checkpoint()
             due.checkpointed()
         t_batch = time.perf_counter()  # evaluations and checkpoints are not throughput
@@ -321,10 +333,14 @@ def train_segment(run: Run, collection: Collection, seed: int, due: Due, progres
         due.checkpointed()
 
 
-def train(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=None) -> dict:
+def train(
+    cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=None, batch_guard=None
+) -> dict:
     """Train one seed; returns the loop state, the modules and the device.
 
-    `on_batch(row, eval_row_or_None)` is called after every batch (live MLflow logging).
+    `on_batch(row, eval_row_or_None)` is called for every batch's row as the loop reports
+    it (live MLflow logging); `batch_guard`: a context manager factory entered around each
+    batch (tests).
 
     Resumable: the run is cut into segments of `checkpoint_interval_frames`; each
     segment starts a collector on environments seeded from (seed, frames done), and ends
@@ -343,12 +359,15 @@ def train(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=N
             on_batch(row, evals.get(row["frames"]))
     interval = cfg["progress"]["log_interval_seconds"]
     progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
-    due = Due(ppo, state["frames"])
-    collection = Collection(cfg, obs_stats, run.env, run.actor, run.device)
+    # on a GPU the batches of a log interval run back to back; on the CPU a batch's metrics
+    # are on the host already, so each is reported as it ends (a diverged run stops at once)
+    due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
+    collection = make_collection(cfg, obs_stats, run.env, run.actor, run.device)
+    guard = batch_guard or contextlib.nullcontext
     try:
         with run.ckpt.on_interrupt(lambda: f"frame {state['frames']}"):
             while state["frames"] < ppo["total_frames"]:
-                train_segment(run, collection, seed, due, progress, on_batch)
+                train_segment(run, collection, seed, due, progress, on_batch, guard)
     finally:
         progress.close()
         collection.shutdown()

@@ -182,11 +182,20 @@ class WarpCopies(EnvBase):
         )
 
     def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
-        n, dev = self.batch_size[0], self.device
+        mask = None
         if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict["_reset"].reshape(n).to(dev, torch.bool)
-        else:
+            mask = tensordict["_reset"]
+        return self.restart(mask)
+
+    def restart(self, mask: torch.Tensor | None = None) -> TensorDict:
+        """Reset the worlds where `mask` (n or (n, 1) bools; None: all) says; every world's
+        observation and step count, with cleared flags: what the policy acts on next (the
+        worlds not reset keep the observation of their last step). Fixed shapes, no host
+        sync: the device-resident rollout (rl.ppo.resident) calls it after every step."""
+        n, dev = self.batch_size[0], self.device
+        if mask is None:
             mask = torch.ones(n, dtype=torch.bool, device=dev)
+        mask = mask.reshape(n).to(dev, torch.bool)
         # the task's start noise: qpos uniform in +-scale, qvel normal with std scale; drawn
         # for every world (fixed shapes, no host sync), used where the mask says
         g, s = self._generator, self._noise
@@ -209,7 +218,12 @@ class WarpCopies(EnvBase):
         )
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
-        self._ctrl.copy_(tensordict["action"].reshape(self._ctrl.shape))
+        return self.advance(tensordict["action"])
+
+    def advance(self, action: torch.Tensor) -> TensorDict:
+        """One env step of every world under `action` (n, 1): the step's TensorDict
+        (observation, step count, scaled reward, flags), TorchRL's "next" entry."""
+        self._ctrl.copy_(action.reshape(self._ctrl.shape))
         self._simulate()
         self._obs = self.raw_observation()
         # gymnasium v5: the tip's site after the step; terminated when it is at y <= 1

@@ -1,0 +1,247 @@
+"""The device-resident loop of env.backend mujoco-warp (rl.ppo.resident, rl.ppo.update): no
+host sync inside a batch, TorchRL's batch layout, configs/gpu.yaml at a tiny size.
+
+On the CPU a batch is watched by making every tensor-to-Python conversion raise (`.item()`,
+`float()`, `int()`, `bool()`, `.tolist()`, `.cpu()`, `.numpy()`, indexing by a tensor):
+on a GPU each would be a sync. Conversions inside torch's own kernels are invisible there;
+on CUDA the same batch also runs under torch.cuda.set_sync_debug_mode("error"), which sees
+those (tests marked `cuda`, run by benchmarks/gpu_check.sh on a GPU machine).
+"""
+
+import contextlib
+import itertools
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from torchrl.collectors import Collector
+
+from rl.core import config
+from rl.ppo.envs import make_training_env, observation_stats
+from rl.ppo.models import make_actor_critic
+from rl.ppo.resident import DeviceRollout
+from rl.ppo.train import TIMING_COLUMNS, train
+
+REPO = config.SCHEMA_PATH.parents[2]
+GPU_CONFIG = REPO / "configs" / "gpu.yaml"
+CONVERSIONS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
+CUDA_MARKS = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def cuda(test):
+    for mark in CUDA_MARKS:
+        test = mark(test)
+    return test
+
+
+class HostSync(AssertionError):
+    """A tensor was read on the host inside a batch."""
+
+
+@contextlib.contextmanager
+def no_host_reads(device: torch.device):
+    """Every tensor-to-Python conversion raises HostSync; on CUDA, every synchronising CUDA
+    operation raises too (torch's sync debug mode)."""
+    saved = {name: getattr(torch.Tensor, name) for name in CONVERSIONS}
+
+    def forbidden(name):
+        def read(self, *args, **kwargs):
+            raise HostSync(f"Tensor.{name} inside a batch (shape {tuple(self.shape)})")
+
+        return read
+
+    for name in CONVERSIONS:
+        setattr(torch.Tensor, name, forbidden(name))
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def watched_after(warmup: int, device: torch.device):
+    """A batch_guard for train(): the first `warmup` batches free (compilation and graph
+    capture read the host), every later one under no_host_reads; counts the batches."""
+    calls = itertools.count()
+    guard = lambda: no_host_reads(device) if next(calls) >= warmup else contextlib.nullcontext()  # noqa: E731
+    guard.calls = calls
+    return guard
+
+
+def tiny(device: str = "cpu", **ppo) -> list[str]:
+    """--set overrides that shrink configs/gpu.yaml to seconds: 16 worlds, batches of 8
+    steps, two checkpoint segments of two batches (the second starts inside the watch)."""
+    sets = ["env.num_envs=16", "ppo.frames_per_batch=128", "ppo.minibatch_size=64"]
+    sets += ["ppo.total_frames=512", "ppo.checkpoint_interval_frames=256", f"device={device}"]
+    sets += ["ppo.eval_interval_frames=256", "obs_norm.steps=100", "mlflow.enabled=false"]
+    return sets + [f"ppo.{k}={v}" for k, v in ppo.items()]
+
+
+def _table(result) -> pd.DataFrame:
+    return pd.DataFrame(result["state"]["metrics"]).drop(columns=list(TIMING_COLUMNS))
+
+
+def _watched_run(device: str, tmp_path, **ppo):
+    torch.set_num_threads(1)
+    cfg = config.load(GPU_CONFIG, tiny(device, **ppo))
+    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], seed=0)
+    guard = watched_after(1, torch.device(device))
+    result = train(cfg, 0, stats, tmp_path, batch_guard=guard)
+    assert next(guard.calls) == 4 + 2, "entered for 4 batches and the ends of 2 segments"
+    return cfg, stats, result
+
+
+@pytest.mark.slow
+def test_gpu_config_compiled_trains_without_a_host_sync_in_any_batch(tmp_path):
+    """configs/gpu.yaml (compiled policy and minibatch step, the lr a tensor under a cosine
+    schedule) at a tiny size on the CPU: every batch after the first (compilation) reads
+    nothing on the host, a new segment's restart included; the run reports and evaluates."""
+    cfg, _, result = _watched_run("cpu", tmp_path, anneal_lr="true")
+    assert cfg["env"]["backend"] == "mujoco-warp" and cfg["ppo"]["compile"]
+    table = _table(result)
+    assert len(table) == 4 and table["loss_critic"].notna().all()
+    # the lr is a float32 tensor there: the rows hold the value Adam used
+    assert table["lr"].is_monotonic_decreasing
+    assert table["lr"].iloc[0] == pytest.approx(cfg["ppo"]["lr"], rel=1e-6)
+    assert [e["frames"] for e in result["state"]["eval"]] == [256, 512]
+
+
+def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_path):
+    """What a GPU run does once per log interval: one copy of the pending batches' metric
+    vectors, one row each (the reward unscaled, cumulative wall time; the wait for the
+    device counted in the last batch), and a non-finite loss stops the run naming the frame
+    its batch started at."""
+    from types import SimpleNamespace
+
+    from rl.core.checkpoint import Checkpoint, TrainingDiverged
+    from rl.ppo.train import report
+
+    state = {"wall_s": 10.0, "metrics": [], "segment_start": 0}
+    run = SimpleNamespace(cfg={"ppo": {"reward_scale": 0.1}}, state=state)
+    run.ckpt = Checkpoint(tmp_path / "checkpoint.pt", "settings", "PPO")
+    vector = lambda reward, loss: torch.tensor(  # noqa: E731
+        [reward, 7, loss, 2.0, 0.0, float("nan"), 0.5, 1e-3], dtype=torch.float64
+    )
+    pending = [[128, 1, 128, 1.0, vector(0.9, 1.0)], [256, 2, 128, 2.0, vector(0.8, 3.0)]]
+    rows = report(run, pending, since=time.perf_counter())  # the device done at once
+    assert pending == [] and [r["batch"] for r in rows] == [1, 2]
+    assert [r["wall_s"] for r in rows] == pytest.approx([11.0, 13.0], abs=0.1)
+    assert state["wall_s"] == rows[1]["wall_s"] and rows[1]["frames_per_s"] < 64
+    assert rows[0]["train_reward_mean"] == pytest.approx(9.0) and rows[0]["frames_per_s"] == 128
+    assert rows[0]["train_max_episode_length"] == 7 and rows[1]["loss_objective"] == 3.0
+    assert state["metrics"] == rows
+    pending = [[384, 3, 128, 1.0, vector(0.7, float("nan"))]]
+    with pytest.raises(TrainingDiverged, match="diverged at frame 256"):
+        report(run, pending, since=time.perf_counter())
+
+
+def test_the_guard_catches_a_host_read():
+    with pytest.raises(HostSync, match="__bool__"), no_host_reads(torch.device("cpu")):
+        bool(torch.ones(()) > 0)
+    with pytest.raises(HostSync, match="item"), no_host_reads(torch.device("cpu")):
+        torch.ones(3).sum().item()
+    assert bool(torch.ones(()))  # restored
+
+
+def test_eager_torchrl_policy_reads_its_bounds_on_the_host(tmp_path):
+    """Why the sync-free batch needs ppo.compile: TorchRL's TanhNormal checks its bounds with
+    `bool()` in eager mode (skipped when compiled or captured in a CUDA graph)."""
+    cfg = config.load(GPU_CONFIG, tiny(compile="false"))
+    stats = observation_stats(cfg["env"], 100, seed=0)
+    with pytest.raises(HostSync, match="__bool__"):
+        train(cfg, 0, stats, tmp_path, batch_guard=watched_after(0, torch.device("cpu")))
+
+
+def test_device_rollout_batches_have_the_collectors_layout():
+    """DeviceRollout's batch: TorchRL's Collector's keys, shapes and dtypes ([worlds, steps]),
+    each step's next observation the following step's observation unless the world
+    restarted (then step count 0), and the restarted worlds reset in the same step."""
+    cfg = config.load(GPU_CONFIG, tiny())
+    stats = observation_stats(cfg["env"], 100, seed=0)
+    env = make_training_env(cfg["env"], 0, num_envs=16, obs_stats=stats, episode_steps=[5])
+    torch.manual_seed(0)
+    actor, _ = make_actor_critic(cfg["ppo"], 9, env.action_spec, "cpu")
+    ours = next(iter(DeviceRollout(env, actor, 128, compile=False, device="cpu").segment(0, 128)))
+    collector = Collector(env, actor, frames_per_batch=128, total_frames=128)
+    theirs = next(iter(collector))
+    collector.shutdown()
+    assert ours.batch_size == theirs.batch_size == torch.Size([16, 8])
+    keys = set(theirs.keys(True, True)) - {("collector", "traj_ids")}
+    assert set(ours.keys(True, True)) == keys
+    for key in keys:
+        assert ours[key].dtype == theirs[key].dtype and ours[key].shape == theirs[key].shape, key
+    done = ours["next", "done"][:, :-1].squeeze(-1)
+    nxt, following = ours["next", "observation"][:, :-1], ours["observation"][:, 1:]
+    assert torch.equal(nxt[~done], following[~done])
+    assert (ours["step_count"][:, 1:][done] == 0).all() and done[:, 4].all()  # limit 5
+
+
+def test_warp_with_collector_workers_is_a_config_error(ci_config):
+    ci_config.setdefault("env", {})["backend"] = "mujoco-warp"
+    ci_config["ppo"]["collector_workers"] = 2
+    with pytest.raises(config.ConfigError, match="ppo.collector_workers.*mujoco-warp"):
+        config.validate(ci_config)
+
+
+def test_gpu_config_validates_with_tiny_overrides_on_the_command_line():
+    cmd = [sys.executable, "-m", "rl", "validate-config", "--config", str(GPU_CONFIG)]
+    for item in tiny():
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr
+    full = config.load(GPU_CONFIG)
+    assert full["env"]["backend"] == "mujoco-warp" and full["device"] == "cuda"
+    assert 1024 <= full["env"]["num_envs"] <= 16384
+    assert full["evaluation"]["episodes"] >= 10
+
+
+# -- on a GPU (benchmarks/gpu_check.sh) ----------------------------------------------------
+@cuda
+@pytest.mark.slow
+def test_cuda_graphed_loop_has_no_sync_in_any_batch(tmp_path):
+    """The same run on CUDA: compiled and CUDA-graphed (policy and minibatch step), warp's
+    physics graph, under torch's sync debug mode after the first batch."""
+    _, _, result = _watched_run("cuda", tmp_path, anneal_lr="true")
+    assert result["device"].type == "cuda" and len(result["state"]["metrics"]) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_MARKS)])
+def test_resident_run_is_deterministic_and_resumes_exactly(device, tmp_path):
+    """Same seed, same numbers; a run resumed from its segment checkpoint ends as the
+    uninterrupted one (each segment restarts the worlds from (seed, frames done)). On the
+    CPU eager (seconds), on CUDA as configured (compiled and graphed)."""
+    torch.set_num_threads(1)
+    cfg = config.load(GPU_CONFIG, tiny(device, **({"compile": "false"} if device == "cpu" else {})))
+    stats = observation_stats(cfg["env"], 100, seed=0)
+    a = train(cfg, 0, stats, tmp_path / "a")
+    b = train(cfg, 0, stats, tmp_path / "b")
+    pd.testing.assert_frame_equal(_table(a), _table(b))
+    assert a["checkpoint"].exists()  # written at 256 of 512 frames, kept by train()
+    resumed = train(cfg, 0, stats, tmp_path / "a")
+    pd.testing.assert_frame_equal(_table(resumed), _table(a))
+    for key, value in a["actor"].state_dict().items():
+        assert torch.equal(value, resumed["actor"].state_dict()[key]), key
+
+
+@cuda
+@pytest.mark.slow
+def test_cuda_with_cpu_mujoco_and_two_collector_processes_trains(ci_config, tmp_path):
+    """device: cuda with the gymnasium backend and ppo.collector_workers 2 (fast.yaml's
+    recipe on a GPU machine): worker processes with CUDA policies."""
+    ci_config.update(device="cuda")
+    ci_config["ppo"].update(collector_workers=2, total_frames=1024)
+    cfg = config.validate(ci_config)
+    stats = observation_stats(cfg["env"], 100, seed=0)
+    result = train(cfg, 0, stats, tmp_path)
+    assert result["device"].type == "cuda" and len(result["state"]["metrics"]) == 2
