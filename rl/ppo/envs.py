@@ -16,6 +16,7 @@ from tensordict import TensorDict
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
+    DTypeCastTransform,
     EnvBase,
     ObservationNorm,
     RewardScaling,
@@ -53,6 +54,11 @@ def make_env(
     base = GymWrapper(venv, device=device)
     norm = None
     transforms = []
+    obs_dtype = base.observation_spec["observation"].dtype
+    if obs_dtype != torch.float64:
+        # a float32 task (Pendulum-v1): normalised in float64 and then cast to float32, as
+        # TrainingCopies computes it, so both give the same bits
+        transforms.append(DTypeCastTransform(obs_dtype, torch.float64, in_keys=["observation"]))
     if obs_stats is not None:
         norm = ObservationNorm(
             loc=torch.as_tensor(obs_stats["loc"], dtype=torch.float64, device=device),
