@@ -27,6 +27,7 @@ from rl.core.checkpoint import Checkpoint, TrainingDiverged
 from rl.core.config import PPO_SECTIONS, config_hash
 from rl.core.device import resolve_device
 from rl.core.progress import Progress
+from rl.core.snapshots import Snapshots
 from rl.ppo.collect import Collection
 from rl.ppo.envs import make_eval_env, make_training_env
 from rl.ppo.evaluate import evaluate_episode
@@ -84,6 +85,7 @@ class Run:
     sched: object
     ckpt: Checkpoint
     state: dict
+    snapshots: Snapshots | None = None
 
     @property
     def modules(self) -> dict:
@@ -251,6 +253,14 @@ def record(run: Run, row: dict) -> None:
     run.state["metrics"].append(row)
 
 
+def snapshot(run: Run) -> None:
+    """A copy of the actor when one is due at the frames done (rl.core.snapshots)."""
+    snaps, state, ppo = run.snapshots, run.state, run.cfg["ppo"]
+    if snaps is not None and snaps.due(state["frames"]):
+        per_batch = ppo["num_epochs"] * (ppo["frames_per_batch"] // ppo["minibatch_size"])
+        snaps.take(run.actor, state["frames"], state["batches"] * per_batch, state["wall_s"])
+
+
 def evaluate(run: Run) -> dict:
     """One deterministic episode on the evaluation env, seeded by the frames done."""
     frames = run.state["frames"]
@@ -306,6 +316,7 @@ def train_segment(run: Run, collection: Collection, seed: int, due: Due, progres
         collection.update_policy_weights_()
         row = batch_row(state, data, losses, grad_norm, lr, ppo, time.perf_counter() - t_batch)
         record(run, row)
+        snapshot(run)
         eval_row = evaluate(run) if due.evaluation(state["frames"]) else None
         if on_batch is not None:
             on_batch(row, eval_row)
@@ -321,10 +332,20 @@ def train_segment(run: Run, collection: Collection, seed: int, due: Due, progres
         due.checkpointed()
 
 
-def train(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=None) -> dict:
+def train(
+    cfg: dict,
+    seed: int,
+    obs_stats: dict,
+    out_dir: str | Path,
+    on_batch=None,
+    snapshot_every: int | None = None,
+) -> dict:
     """Train one seed; returns the loop state, the modules and the device.
 
     `on_batch(row, eval_row_or_None)` is called after every batch (live MLflow logging).
+    With `snapshot_every` (frames, a multiple of frames_per_batch), `state['snapshots']`
+    holds a copy of the actor at 0 and every that many frames (rl.core.snapshots); taking
+    them changes no number.
 
     Resumable: the run is cut into segments of `checkpoint_interval_frames`; each
     segment starts a collector on environments seeded from (seed, frames done), and ends
@@ -337,6 +358,9 @@ def train(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=N
     ppo = cfg["ppo"]
     run = setup(cfg, seed, obs_stats, out_dir)
     state = run.state
+    if snapshot_every:
+        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
+        snapshot(run)
     if on_batch is not None:  # rows a killed process may not have logged yet
         evals = {e["frames"]: e for e in state["eval"]}
         for row in state["metrics"]:
