@@ -98,8 +98,8 @@ def check_compare(
             what = "ppo.frames_per_batch" if studies == ["ppo"] else "batch_size x horizon"
             fail(
                 "compare.snapshot_every",
-                f"{every} simulator steps must be a whole number of variant '{name}''s "
-                f"training steps ({what} = {step}) and divide its budget ({total})",
+                f"{every} simulator steps must be a whole number of the training steps of "
+                f"variant '{name}' ({what} = {step}) and divide its budget ({total})",
                 "Choose a common multiple of every variant's step size that divides each "
                 "variant's total steps.",
             )
@@ -107,7 +107,7 @@ def check_compare(
         if late:
             fail(
                 "compare.budgets",
-                f"{late[0]} simulator steps exceed variant '{name}''s budget ({total})",
+                f"{late[0]} simulator steps exceed the budget of variant '{name}' ({total})",
                 "Compare at budgets every variant reaches, or train it longer.",
             )
     off = [b for b in budgets if b % every]
