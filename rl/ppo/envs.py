@@ -115,6 +115,9 @@ class TrainingCopies(EnvBase):
         self._same_step_autoreset = same_step_autoreset
         self._copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
         space = self._copies[0].action_space
+        # actions reach the task in its own dtype, as gymnasium's vector env passes them:
+        # MuJoCo widens float32 controls exactly, but Pendulum-v1 computes with them
+        self._action_dtype = space.dtype
         obs_dim = self._copies[0].observation_space.shape[0]
         self._limits = np.asarray(limits, dtype=np.int64).reshape(n, 1)
         if obs_stats is None:
@@ -162,7 +165,7 @@ class TrainingCopies(EnvBase):
         )
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
-        action = tensordict["action"].detach().cpu().numpy().astype(np.float64)
+        action = tensordict["action"].detach().cpu().numpy().astype(self._action_dtype)
         n = len(self._copies)
         reward = np.empty((n, 1))
         terminated = np.empty((n, 1), dtype=bool)
