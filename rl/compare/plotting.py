@@ -137,17 +137,29 @@ def gradient_figure(gradients, scores, size, dpi, order, study: str) -> plt.Figu
         if gradients is None:
             continue
         rows = gradients[gradients["metric"] == metric]
-        keys = sorted({(v, s) for v, s in zip(rows["variant"], rows["sim_steps"], strict=True)})
-        colours = sns.color_palette("viridis", len(keys))
-        for colour, (variant, steps) in zip(colours, keys, strict=True):
-            band = rows[(rows["variant"] == variant) & (rows["sim_steps"] == steps)]
+        budgets = sorted(rows["sim_steps"].unique())
+        colours = dict(zip(budgets, sns.color_palette("viridis", len(budgets)), strict=True))
+        styles = dict(
+            zip(sorted(rows["variant"].unique()), ["-", "--", ":", "-."] * 4, strict=False)
+        )
+        for (variant, steps), band in rows.groupby(["variant", "sim_steps"], sort=True):
             band = band.sort_values("horizon")
             label = f"{variant} at {steps_text(steps)} steps"
-            ax.plot(band["horizon"], band["mean"], "o-", color=colour, label=label)
+            colour = colours[steps]
+            ax.plot(
+                band["horizon"],
+                band["mean"],
+                marker="o",
+                linestyle=styles[variant],
+                color=colour,
+                label=label,
+            )
             ax.fill_between(
                 band["horizon"], band["ci_low"], band["ci_high"], color=colour, alpha=0.2
             )
         _log_x(ax)
+        horizons = sorted(rows["horizon"].unique())
+        ax.set_xticks(horizons, [f"{h:g}" for h in horizons])
     axes[0, 0].set_yscale("log")
     axes[0, 0].legend(fontsize="xx-small", loc="upper left")
     palette = variant_palette(scores["variant"].unique(), order)
