@@ -70,7 +70,11 @@ def test_every_variant_snapshots_and_is_scored_by_the_one_evaluator(study):
             assert (episodes["length"] == 200).all()
             assert episodes["reset_seed"].nunique() == c["episodes"]
             rec = provenance.find(d / "compare" / "episodes.csv")[1]
-            assert (rec["stage"], rec["variant"], rec["seed"]) == ("evaluate_snapshots", variant, seed)
+            assert (rec["stage"], rec["variant"], rec["seed"]) == (
+                "evaluate_snapshots",
+                variant,
+                seed,
+            )
             assert rec["inputs"][0]["path"].endswith("snapshots.pt")
             assert snapshot_rows(episodes)[0][0] == 0
     # the same starts for both methods at a seed
