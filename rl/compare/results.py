@@ -59,7 +59,7 @@ def aggregate_compare(cfg: dict, tidy: dict, out: Path, write_tidy: bool = True)
     return made
 
 
-def read_tidy(paths: dict[str, list], cfg: dict) -> dict[str, pd.DataFrame]:
+def read_tidy(paths: dict[str, list]) -> dict[str, pd.DataFrame]:
     """The tidy tables from per-seed files (`paths`: stem -> files; gradients may be none)."""
     tidy = {"episodes": agg.read_tables(paths["episodes"], TIDY["episodes"])}
     grads = paths.get("gradients") or []

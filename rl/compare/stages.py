@@ -117,7 +117,7 @@ def aggregate_compare(job: Job) -> None:
     from rl.compare.results import aggregate_compare, read_tidy
 
     args, out = job.args, Path(job.args.out_dir)
-    tidy = read_tidy({"episodes": args.episodes, "gradients": args.gradients}, job.cfg)
+    tidy = read_tidy({"episodes": args.episodes, "gradients": args.gradients})
     made = aggregate_compare(job.cfg, tidy, out)
     inputs = [*args.episodes, *args.gradients]
     job.finish(out, rows=aggregate_compare_rows(out), inputs=inputs)
