@@ -41,7 +41,7 @@ def _estimates(net, cfg: dict, horizon: int, seed: int) -> dict:
         loss = -out["reward"].mean()
         grad = torch.autograd.grad(loss, list(net.parameters()))
         grads.append(torch.cat([g.reshape(-1) for g in grad]))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         clamped.append(float((out["action"].abs() > params["max_torque"]).float().mean()))
     g = torch.stack(grads)
     unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)

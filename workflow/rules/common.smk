@@ -230,3 +230,11 @@ def settings_hash(*sections):
 
 
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
+
+
+def compare_table(name, caption=None):
+    """A table of aggregate_compare (marked for the report when it has a caption)."""
+    path = os.path.join(OUT["agg_compare_dir"], f"{name}.csv")
+    if caption is None:
+        return path
+    return report(path, caption=f"../report/{caption}.rst", category="Comparison")

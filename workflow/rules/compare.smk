@@ -49,13 +49,6 @@ rule probe_gradients:
         " --out {output} {params.marker} > {log} 2>&1"
 
 
-def compare_table(name, caption=None):
-    path = os.path.join(OUT["agg_compare_dir"], f"{name}.csv")
-    if caption is None:
-        return path
-    return report(path, caption=f"../report/{caption}.rst", category="Comparison")
-
-
 rule aggregate_compare:
     input:
         MLFLOW_MARKER,
