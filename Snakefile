@@ -22,6 +22,7 @@ include: "workflow/rules/mlflow.smk"
 include: "workflow/rules/ppo.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/pendulum.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:

@@ -15,6 +15,7 @@ import sys
 import time
 
 from rl.analysis import stages as analysis
+from rl.compare import stages as compare
 from rl.core import config as config_mod
 from rl.pendulum import stages as pendulum
 from rl.ppo import stages as ppo
@@ -42,10 +43,18 @@ def validate_config(job: Job) -> None:
     print(f"{args.config}: valid (config hash {config_mod.config_hash(cfg)})")
 
 
-# In the order of the DAG: tracking set-up, the PPO chain, the pendulum, analysis; tools last.
+# In the order of the DAG: tracking set-up, the PPO chain, the pendulum, the comparison,
+# analysis; tools last.
 STAGES = {
     s.name: s
-    for s in (*tracking.STAGES, *ppo.STAGES, *pendulum.STAGES, *analysis.STAGES, validate_config)
+    for s in (
+        *tracking.STAGES,
+        *ppo.STAGES,
+        *pendulum.STAGES,
+        *compare.STAGES,
+        *analysis.STAGES,
+        validate_config,
+    )
 }
 
 

@@ -247,3 +247,38 @@ def test_reset_noise_on_a_task_without_it_is_a_clear_error(cfg):
     cfg["env"]["id"] = "CartPole-v1"
     with pytest.raises(ValueError, match="ppo.train_reset_noise_scale"):
         make_training_env(cfg["env"], 0, reset_noise_scale=0.2)
+
+
+def test_pendulum_v1_is_a_ppo_task_with_the_same_episodes_in_both_envs(cfg):
+    """Pendulum-v1 (float32 observations, torque in [-2, 2], never terminated): the training
+    copies and make_env's pipeline give the same bits, the time limit truncates, and the
+    evaluation env runs make_env's episodes."""
+    cfg["env"] |= {"id": "Pendulum-v1", "max_episode_steps": 50}
+    stats = observation_stats(cfg["env"], 200, seed=0)
+    assert len(stats["loc"]) == 3
+    fast = make_training_env(cfg["env"], 5, obs_stats=stats, reward_scale=0.1)
+    check_env_specs(fast)
+    fast.set_seed(5)
+    assert fast.action_spec.space.high.flatten().tolist() == [2.0] * cfg["env"]["num_envs"]
+    wrapped, _ = make_env(cfg["env"], 5, obs_stats=stats, reward_scale=0.1)
+    actions = torch.rand(50, cfg["env"]["num_envs"], 1, generator=torch.Generator().manual_seed(0))
+    actions = actions * 4 - 2
+
+    def rollout(env):
+        step = iter(range(50))
+        policy = lambda td: td.set("action", actions[next(step)])  # noqa: E731
+        return env.rollout(50, policy, break_when_any_done=False)
+
+    a, b = rollout(fast), rollout(wrapped)
+    for key in ["observation", ("next", "observation"), ("next", "reward"), ("next", "done")]:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs")
+    assert a["next", "truncated"][:, -1].all() and not a["next", "terminated"].any()
+    reference, _ = make_env(cfg["env"], 3, num_envs=1, obs_stats=stats)
+    torch.manual_seed(0)
+    actor, _ = make_actor_critic(cfg["ppo"], 3, reference.action_spec, "cpu")
+    evaluation = make_eval_env(cfg["env"], 3, obs_stats=stats)
+    episodes = [evaluate_episode(reference, actor, 50) for _ in range(3)]
+    assert [evaluate_episode(evaluation, actor, 50) for _ in range(3)] == episodes
+    assert {length for _, length in episodes} == {50}
+    for env in (fast, wrapped, reference, evaluation):
+        env.close()

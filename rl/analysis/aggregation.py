@@ -258,10 +258,12 @@ def performance_profile(
     scores: pd.Series, boot: Bootstrap, points: int, taus: np.ndarray | None = None
 ) -> pd.DataFrame:
     """Run-score distribution per variant (rliable's performance profile): the fraction of
-    seeds whose score exceeds tau, for taus from 0 to the best score, with intervals."""
+    seeds whose score exceeds tau, for taus from 0 (or the worst score, when negative) to
+    the best score, with intervals."""
     if taus is None:
         top = float(np.nanmax(scores.to_numpy())) if len(scores) else 1.0
-        taus = np.linspace(0.0, max(top, 1e-9), points)
+        low = min(0.0, float(np.nanmin(scores.to_numpy()))) if len(scores) else 0.0
+        taus = np.linspace(low, max(top, low + 1e-9), points)
     rows = []
     for variant, values in scores.groupby(level="variant", sort=True):
         x = values.dropna().to_numpy(dtype=float)

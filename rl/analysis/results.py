@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from rl.analysis import aggregation as agg
+from rl.compare.results import REFERENCE_FILES as COMPARE_FILES
 from rl.core.config import variant_names
 from rl.core.files import write_csv
 
@@ -146,4 +147,5 @@ REFERENCE_FILES = [
     "aggregate/ppo_eval_episodes.csv",
     "aggregate/pendulum/train.csv",
     "aggregate/pendulum/eval_trajectories.csv",
+    *COMPARE_FILES,
 ]

@@ -170,6 +170,10 @@ def _rebuild(cfg: dict, src: Path, out: Path) -> list[Path]:
         results.aggregate_pendulum(cfg, tidy, agg_dir, write_tidy=out != src)
         made += [figs / "pendulum.png", figs / "pendulum.pdf"]
         results.plot_pendulum(cfg, agg_dir, *made[-2:])
+    if "compare" in cfg:
+        from rl.compare.results import rebuild
+
+        made += rebuild(cfg, src, out)
     return made
 
 
@@ -221,7 +225,8 @@ def export_reference(job: Job) -> None:
     study = layout.study_dir(config_mod.load(args.config))
     to = Path(args.to)
     wanted = [*REFERENCE_FILES]
-    for folder in ("aggregate", "aggregate/pendulum", "figures", "figures/pendulum"):
+    folders = ("aggregate", "aggregate/pendulum", "aggregate/compare")
+    for folder in (*folders, "figures", "figures/pendulum", "figures/compare"):
         if (study / folder).is_dir():
             wanted += [
                 f"{folder}/{p.name}"

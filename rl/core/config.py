@@ -16,9 +16,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rl.core.comparison import RESULT_KEYS as COMPARE_KEYS
+from rl.core.comparison import check_compare
 from rl.core.errors import ConfigError
 from rl.core.overrides import apply_overrides
 from rl.core.secrets import has_credentials
+from rl.core.tasks import check_task
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -57,11 +60,14 @@ def _key_of(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
-def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
+def validate(
+    config: Mapping[str, Any], source: str = "the config", whole_study: bool = True
+) -> dict:
     """Return a validated deep copy of `config` with every default filled in.
 
     Raises ConfigError naming the first offending key, then runs the cross-field
-    checks that a JSON schema cannot express.
+    checks that a JSON schema cannot express. `whole_study` False: `config` is one
+    variant's (the study-wide checks of `compare:` are the whole study's to make).
     """
     resolved = copy.deepcopy(dict(config))
     errors = sorted(_Validator(load_schema()).iter_errors(resolved), key=lambda e: e.path)
@@ -77,6 +83,12 @@ def validate(config: Mapping[str, Any], source: str = "the config") -> dict:
     check_semantics(resolved, source)
     if "variants" in resolved:
         check_variants(resolved, source)
+    if whole_study and "compare" in resolved:
+        arms = {
+            v["name"]: (v["studies"], variant_config(resolved, v["name"], source))
+            for v in resolved.get("variants", [])
+        }
+        check_compare(resolved, arms, source)
     return resolved
 
 
@@ -170,7 +182,7 @@ def variant_config(cfg: Mapping[str, Any], name: str, source: str = "the config"
     base = {k: v for k, v in cfg.items() if k != "variants"}
     merged = _merge(base, found[0]["overrides"])
     try:
-        return validate(merged, source=f"variant '{name}' of {source}")
+        return validate(merged, source=f"variant '{name}' of {source}", whole_study=False)
     except ConfigError as exc:
         raise ConfigError(
             f"{exc} (The key is resolved from the base config and the overrides of "
@@ -219,31 +231,6 @@ def _hint(err: jsonschema.ValidationError) -> str:
     return "Fix the value."
 
 
-def check_env_id(env_id: str, source: str = "the config") -> None:
-    """A registered gymnasium id, or a ConfigError naming the key (at parse time, not in a job).
-
-    Where gymnasium is not installed (a snakemake that runs every job in the image), the
-    check is left to the jobs: each verb validates its config again inside the image."""
-    import importlib.util
-
-    if importlib.util.find_spec("gymnasium") is None:
-        return
-    import gymnasium  # registers the ids; light (no torch)
-
-    if env_id not in gymnasium.registry:
-        name = env_id.split("-")[0]
-        close = sorted(k for k in gymnasium.registry if k.split("-")[0] == name)
-        raise ConfigError(
-            f"Invalid config key 'env.id' in {source}: '{env_id}' is not a registered "
-            f"gymnasium environment id (ids of that name: {', '.join(close) or 'none'}). "
-            f"Use a registered id, e.g. InvertedDoublePendulum-v5."
-        )
-
-
-# The tasks rl.ppo.warp implements (env.backend: mujoco-warp).
-WARP_TASKS = ("InvertedDoublePendulum-v5",)
-
-
 def check_semantics(cfg: dict, source: str = "the config") -> None:
     """Cross-field constraints (the schema checks each field alone)."""
     ppo, env = cfg["ppo"], cfg["env"]
@@ -279,13 +266,7 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             f"{ppo['frames_per_batch']}",
             "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
-    check_env_id(env["id"], source)
-    if env["backend"] == "mujoco-warp" and env["id"] not in WARP_TASKS:
-        fail(
-            "env.backend",
-            f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env['id']}'",
-            "Set env.backend: gymnasium for this task.",
-        )
+    check_task(cfg, source)
     if env["backend"] == "mujoco-warp" and ppo["collector_workers"] > 1:
         fail(
             "ppo.collector_workers",
@@ -392,7 +373,10 @@ def _result_sections(cfg: Mapping[str, Any], variant: str) -> dict:
         # the old resolved config was validated when written; merge without revalidating
         found = [v for v in cfg["variants"] if v["name"] == variant][0]
         cfg = _merge({k: v for k, v in cfg.items() if k != "variants"}, found["overrides"])
-    return {k: cfg[k] for k in OVERRIDABLE if k in cfg}
+    sections = {k: cfg[k] for k in OVERRIDABLE if k in cfg}
+    if "compare" in cfg:
+        sections["compare"] = {k: v for k, v in cfg["compare"].items() if k in COMPARE_KEYS}
+    return sections
 
 
 def check_same_study(new: Mapping[str, Any], existing_path: str | Path) -> None:

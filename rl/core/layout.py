@@ -59,6 +59,17 @@ def outputs(cfg: dict) -> dict[str, str]:
         "agg_pendulum_summary": str(study / "aggregate" / "pendulum" / "summary.csv"),
         "fig_pendulum_png": str(study / "figures" / "pendulum" / "pendulum.png"),
         "fig_pendulum_pdf": str(study / "figures" / "pendulum" / "pendulum.pdf"),
+        # the comparison study (compare:): policy snapshots, their scores, the probe
+        "ppo_snapshots": str(seed / "ppo" / "snapshots.pt"),
+        "pendulum_snapshots": str(seed / "pendulum" / "snapshots.pt"),
+        "compare_episodes": str(seed / "compare" / "episodes.csv"),
+        "compare_gradients": str(seed / "gradients" / "gradients.csv"),
+        "agg_compare_dir": str(study / "aggregate" / "compare"),
+        "agg_compare_summary": str(study / "aggregate" / "compare" / "summary.csv"),
+        "fig_compare_png": str(study / "figures" / "compare" / "compare.png"),
+        "fig_compare_pdf": str(study / "figures" / "compare" / "compare.pdf"),
+        "fig_gradients_png": str(study / "figures" / "compare" / "gradients.png"),
+        "fig_gradients_pdf": str(study / "figures" / "compare" / "gradients.pdf"),
         "logs": str(study / "logs"),
     }
 

@@ -22,6 +22,7 @@ log = logging.getLogger("rl")
 def train_pendulum(job: Job) -> None:
     import pandas as pd
 
+    from rl.core import snapshots
     from rl.core.checkpoint import save
     from rl.core.device import resolve_device
     from rl.pendulum.train import evaluate_controller, train
@@ -34,7 +35,8 @@ def train_pendulum(job: Job) -> None:
         def on_iteration(row):
             run.log_metrics({k: v for k, v in row.items() if k != "iteration"}, row["frames"])
 
-        result = train(cfg, args.seed, out, on_iteration=on_iteration)
+        every = snapshots.every(cfg)
+        result = train(cfg, args.seed, out, on_iteration=on_iteration, snapshot_every=every)
         state = result["state"]
         tag = {"variant": args.variant, "seed": args.seed}
         metrics = pd.DataFrame(state["rows"]).assign(**tag)
@@ -43,6 +45,8 @@ def train_pendulum(job: Job) -> None:
         save(out / "policy.pt", {"policy": result["policy"].state_dict(), **done})
         write_csv(out / "train_metrics.csv", metrics)
         write_csv(out / "eval_trajectories.csv", evals)
+        if every:
+            snapshots.write(out / snapshots.FILE, snapshots.BPTT, state["snapshots"])
         last10 = float(metrics["final_step_reward"].tail(10).mean())
         extra = {**done, "final_step_reward_last10": last10}
         job.write_provenance(out, device=str(result["device"]), extra=extra)

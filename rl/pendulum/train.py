@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,7 @@ from rl.core.config import config_hash
 from rl.core.device import resolve_device
 from rl.core.nets import ACTIVATIONS
 from rl.core.progress import Progress
+from rl.core.snapshots import Snapshots
 from rl.pendulum.env import angle_normalize, batched_rollout, make_env, make_params
 
 log = logging.getLogger("rl")
@@ -130,20 +132,36 @@ def _row(state: dict, pcfg: dict, values: tuple, dt: float, ckpt: Checkpoint) ->
     return row
 
 
-def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
-    """Train one seed; returns {'state', 'policy', 'device', 'checkpoint'}.
+@dataclass
+class _Run:
+    """One seed's training: what the loop steps, and its resumable state."""
 
-    `state['rows']` holds one row per iteration: iteration, frames (simulated steps so
-    far), return (summed reward over the horizon, mean over the batch), final-step
-    reward (mean over the batch), gradient norm before clipping, learning rate,
-    iterations/s and wall time. `on_iteration(row)` is called after each (live logging).
-    Resumes from `out_dir/checkpoint.pt` when it exists and matches the config.
-    """
+    net: nn.Module
+    optim: torch.optim.Optimizer
+    sched: object
+    pendulum: object
+    ckpt: Checkpoint
+    state: dict
+
+    @property
+    def saved(self) -> dict:
+        return {"policy": self.net, "optim": self.optim, "sched": self.sched}
+
+    @property
+    def generators(self) -> dict:
+        return {"env_rng": self.pendulum.rng}
+
+    def checkpoint(self) -> None:
+        self.ckpt.save(
+            f"iteration {self.state['iteration']}", self.state, self.saved, self.generators
+        )
+
+
+def _setup(cfg: dict, seed: int, out_dir: str | Path, device: torch.device) -> _Run:
+    """Build the run (seeded) and restore its checkpoint when there is one."""
     pcfg = cfg["pendulum"]
-    device = resolve_device(pcfg["device"])
     torch.manual_seed(seed)
     env = make_env_for(pcfg, seed, device)
-    pendulum = env.base_env
     net = make_policy(pcfg, env.observation_spec["observation"].shape[-1]).to(device)
     # fused: one kernel for all parameters instead of a dozen small ops per tensor
     optim = torch.optim.Adam(net.parameters(), lr=pcfg["lr"], fused=True)
@@ -152,24 +170,58 @@ def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
     )
     settings = config_hash(training_settings(cfg))
     ckpt = Checkpoint(Path(out_dir) / "checkpoint.pt", settings, "pendulum")
-    saved = {"policy": net, "optim": optim, "sched": sched}
-    generators = {"env_rng": pendulum.rng}
-    state = ckpt.restore(saved, generators)
+    run = _Run(net, optim, sched, env.base_env, ckpt, {})
+    state = ckpt.restore(run.saved, run.generators)
     if state is None:
         state = {"iteration": 0, "rows": [], "wall_s": 0.0, "settings": settings}
     else:
         log.info("resuming from checkpoint %s at iteration %d", ckpt.path, state["iteration"])
+    run.state = state
+    return run
+
+
+def train(
+    cfg: dict,
+    seed: int,
+    out_dir: str | Path,
+    on_iteration=None,
+    snapshot_every: int | None = None,
+) -> dict:
+    """Train one seed; returns {'state', 'policy', 'device', 'checkpoint'}.
+
+    `state['rows']` holds one row per iteration: iteration, frames (simulated steps so
+    far), return (summed reward over the horizon, mean over the batch), final-step
+    reward (mean over the batch), gradient norm before clipping, learning rate,
+    iterations/s and wall time. `on_iteration(row)` is called after each (live logging).
+    With `snapshot_every` (simulator steps, a multiple of batch_size x horizon),
+    `state['snapshots']` holds a copy of the policy at 0 and every that many steps
+    (rl.core.snapshots); taking them changes no number.
+    Resumes from `out_dir/checkpoint.pt` when it exists and matches the config.
+    """
+    pcfg = cfg["pendulum"]
+    device = resolve_device(pcfg["device"])
+    run = _setup(cfg, seed, out_dir, device)
+    state, net = run.state, run.net
+    snaps = Snapshots(snapshot_every, state.setdefault("snapshots", []) if snapshot_every else [])
+
+    def snapshot():
+        steps = state["iteration"] * pcfg["batch_size"] * pcfg["horizon"]
+        if snaps.due(steps):
+            snaps.take(net, steps, state["iteration"], state["wall_s"])
+
     params = dict(make_params(pcfg["physics"], [pcfg["batch_size"]], device)["params"].items())
     rollout = make_rollout(net, pcfg["horizon"], pcfg["compile"])
     interval = cfg["progress"]["log_interval_seconds"]
     progress = Progress(pcfg["iterations"], "iterations", interval, state["iteration"])
     last_ckpt = time.monotonic()
+    snapshot()
     try:
-        with ckpt.on_interrupt(lambda: f"iteration {state['iteration']}"):
+        with run.ckpt.on_interrupt(lambda: f"iteration {state['iteration']}"):
             while state["iteration"] < pcfg["iterations"]:
                 t0 = time.perf_counter()
-                values = _iteration(net, rollout, optim, sched, pendulum, params, pcfg)
-                row = _row(state, pcfg, values, time.perf_counter() - t0, ckpt)
+                values = _iteration(net, rollout, run.optim, run.sched, run.pendulum, params, pcfg)
+                row = _row(state, pcfg, values, time.perf_counter() - t0, run.ckpt)
+                snapshot()
                 if on_iteration is not None:
                     on_iteration(row)
                 progress.update(state["iteration"], ret=row["return"], final_step_reward=values[1])
@@ -178,11 +230,11 @@ def train(cfg: dict, seed: int, out_dir: str | Path, on_iteration=None) -> dict:
                     state["iteration"] % pcfg["checkpoint_interval_iterations"] == 0
                     or time.monotonic() - last_ckpt >= 60 * pcfg["checkpoint_interval_minutes"]
                 ):
-                    ckpt.save(f"iteration {state['iteration']}", state, saved, generators)
+                    run.checkpoint()
                     last_ckpt = time.monotonic()
     finally:
         progress.close()
-    return {"state": state, "policy": net, "device": device, "checkpoint": ckpt.path}
+    return {"state": state, "policy": net, "device": device, "checkpoint": run.ckpt.path}
 
 
 def load_policy(cfg: dict, path: str | Path) -> nn.Sequential:

@@ -16,6 +16,7 @@ from tensordict import TensorDict
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
+    DTypeCastTransform,
     EnvBase,
     ObservationNorm,
     RewardScaling,
@@ -53,6 +54,11 @@ def make_env(
     base = GymWrapper(venv, device=device)
     norm = None
     transforms = []
+    obs_dtype = base.observation_spec["observation"].dtype
+    if obs_dtype != torch.float64:
+        # a float32 task (Pendulum-v1): normalised in float64 and then cast to float32, as
+        # TrainingCopies computes it, so both give the same bits
+        transforms.append(DTypeCastTransform(obs_dtype, torch.float64, in_keys=["observation"]))
     if obs_stats is not None:
         norm = ObservationNorm(
             loc=torch.as_tensor(obs_stats["loc"], dtype=torch.float64, device=device),
@@ -109,6 +115,9 @@ class TrainingCopies(EnvBase):
         self._same_step_autoreset = same_step_autoreset
         self._copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
         space = self._copies[0].action_space
+        # actions reach the task in its own dtype, as gymnasium's vector env passes them:
+        # MuJoCo widens float32 controls exactly, but Pendulum-v1 computes with them
+        self._action_dtype = space.dtype
         obs_dim = self._copies[0].observation_space.shape[0]
         self._limits = np.asarray(limits, dtype=np.int64).reshape(n, 1)
         if obs_stats is None:
@@ -156,7 +165,7 @@ class TrainingCopies(EnvBase):
         )
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
-        action = tensordict["action"].detach().cpu().numpy().astype(np.float64)
+        action = tensordict["action"].detach().cpu().numpy().astype(self._action_dtype)
         n = len(self._copies)
         reward = np.empty((n, 1))
         terminated = np.empty((n, 1), dtype=bool)

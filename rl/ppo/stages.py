@@ -79,6 +79,7 @@ def log_synced_policy(run, cfg: dict, folder: Path, variant: str, seed: int) -> 
 def train_ppo(job: Job) -> None:
     import pandas as pd
 
+    from rl.core import snapshots
     from rl.core.checkpoint import save
     from rl.core.device import resolve_device
     from rl.ppo.models import exportable_policy
@@ -95,7 +96,8 @@ def train_ppo(job: Job) -> None:
             if eval_row:
                 run.log_metrics(eval_row, eval_row["frames"])
 
-        result = train(cfg, args.seed, stats, out, on_batch=on_batch)
+        every = snapshots.every(cfg)
+        result = train(cfg, args.seed, stats, out, on_batch=on_batch, snapshot_every=every)
         state, actor = result["state"], result["actor"]
         tag = {"variant": args.variant, "seed": args.seed}
         weights = {"actor": actor.state_dict(), "critic": result["critic"].state_dict()}
@@ -104,6 +106,9 @@ def train_ppo(job: Job) -> None:
         save(out / "policy.pt", weights | {"frames": state["frames"]})
         write_csv(out / "train_metrics.csv", pd.DataFrame(state["metrics"]).assign(**tag))
         write_csv(out / "train_eval.csv", pd.DataFrame(state["eval"]).assign(**tag))
+        if every:
+            obs = weights["obs_stats"]
+            snapshots.write(out / snapshots.FILE, snapshots.PPO, state["snapshots"], obs_stats=obs)
         done = {"frames": state["frames"], "train_wall_s": state["wall_s"]}
         job.write_provenance(out, device=str(result["device"]), extra=done)
         run.log_artifacts(job.stage.artifact_files(out))

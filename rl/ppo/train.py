@@ -33,6 +33,7 @@ from rl.core.checkpoint import Checkpoint, TrainingDiverged
 from rl.core.config import PPO_SECTIONS, config_hash
 from rl.core.device import resolve_device
 from rl.core.progress import Progress
+from rl.core.snapshots import Snapshots
 from rl.ppo.collect import make_collection
 from rl.ppo.envs import make_eval_env, make_training_env
 from rl.ppo.evaluate import evaluate_episode
@@ -103,6 +104,7 @@ class Run:
     sched: object
     ckpt: Checkpoint
     state: dict
+    snapshots: Snapshots | None = None
 
     @property
     def modules(self) -> dict:
@@ -243,6 +245,14 @@ def record(run: Run, row: dict, start: int) -> None:
     run.state["metrics"].append(row)
 
 
+def snapshot(run: Run) -> None:
+    """A copy of the actor when one is due at the frames done (rl.core.snapshots)."""
+    snaps, state, ppo = run.snapshots, run.state, run.cfg["ppo"]
+    if snaps is not None and snaps.due(state["frames"]):
+        per_batch = ppo["num_epochs"] * (ppo["frames_per_batch"] // ppo["minibatch_size"])
+        snaps.take(run.actor, state["frames"], state["batches"] * per_batch, state["wall_s"])
+
+
 def evaluate(run: Run) -> dict:
     """One deterministic episode on the evaluation env, seeded by the frames done."""
     frames = run.state["frames"]
@@ -316,8 +326,10 @@ def train_segment(run: Run, collection, seed: int, due: Due, progress, on_batch,
         pending.append([state["frames"], state["batches"], data.numel(), t_end - t_batch, metrics])
         evaluating = due.evaluation(state["frames"])
         checkpointing = due.checkpoint() and state["frames"] < end
-        if evaluating or checkpointing or state["frames"] >= last or due.report():
+        snapping = run.snapshots is not None and run.snapshots.due(state["frames"])
+        if evaluating or checkpointing or snapping or state["frames"] >= last or due.report():
             rows = report(run, pending, t_end)
+            snapshot(run)  # after the report: the loop's seconds are the batch's
             eval_row = evaluate(run) if evaluating else None
             for row in rows if on_batch is not None else ():
                 on_batch(row, eval_row if row is rows[-1] else None)
@@ -334,13 +346,21 @@ def train_segment(run: Run, collection, seed: int, due: Due, progress, on_batch,
 
 
 def train(
-    cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path, on_batch=None, batch_guard=None
+    cfg: dict,
+    seed: int,
+    obs_stats: dict,
+    out_dir: str | Path,
+    on_batch=None,
+    snapshot_every: int | None = None,
+    batch_guard=None,
 ) -> dict:
     """Train one seed; returns the loop state, the modules and the device.
 
     `on_batch(row, eval_row_or_None)` is called for every batch's row as the loop reports
     it (live MLflow logging); `batch_guard`: a context manager factory entered around each
-    batch (tests).
+    batch (tests). With `snapshot_every` (frames, a multiple of frames_per_batch),
+    `state['snapshots']` holds a copy of the actor at 0 and every that many frames
+    (rl.core.snapshots); taking them changes no number.
 
     Resumable: the run is cut into segments of `checkpoint_interval_frames`; each
     segment starts a collector on environments seeded from (seed, frames done), and ends
@@ -353,6 +373,9 @@ def train(
     ppo = cfg["ppo"]
     run = setup(cfg, seed, obs_stats, out_dir)
     state = run.state
+    if snapshot_every:
+        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
+        snapshot(run)
     if on_batch is not None:  # rows a killed process may not have logged yet
         evals = {e["frames"]: e for e in state["eval"]}
         for row in state["metrics"]:

@@ -121,8 +121,11 @@ except OSError as exc:
 
 
 def per_seed(key):
-    """Every (variant, seed) file of `key`, over the variants that run its study."""
-    study = "pendulum" if key.startswith("pendulum") else "ppo"
+    """Every (variant, seed) file of `key`, over the variants that run its study (the
+    comparison's episodes: every variant)."""
+    if key == "compare_episodes":
+        return expand(OUT[key], variant=VARIANTS, seed=SEEDS)
+    study = "pendulum" if key.startswith(("pendulum", "compare_gradients")) else "ppo"
     return expand(OUT[key], variant=VARIANTS_OF[study], seed=SEEDS)
 
 
@@ -177,7 +180,39 @@ def all_targets():
     ppo = ["fig_png", "fig_pdf", "fig_stats_png", "fig_stats_pdf", "agg_summary"]
     pendulum = ["fig_pendulum_png", "fig_pendulum_pdf", "agg_pendulum_summary"]
     keys = (ppo if VARIANTS_OF["ppo"] else []) + (pendulum if VARIANTS_OF["pendulum"] else [])
+    if COMPARE:
+        keys += ["fig_compare_png", "fig_compare_pdf", "fig_gradients_png", "fig_gradients_pdf"]
     return [OUT[k] for k in keys] + video_targets()
+
+
+# The comparison study (a `compare:` section): the training rules also write policy
+# snapshots, which evaluate_snapshots scores and probe_gradients measures.
+COMPARE = "compare" in config
+COMPARE_SETTINGS = (
+    rl_config.config_hash({k: config["compare"][k] for k in rl_config.COMPARE_KEYS})
+    if COMPARE
+    else ""
+)
+
+
+def snapshot_outputs(study):
+    """A training rule's snapshots output in a comparison study (for `output: **...`)."""
+    return {"snapshots": OUT[f"{study}_snapshots"]} if COMPARE else {}
+
+
+def with_snapshots(settings):
+    """A training rule's rerun trigger, with the snapshot interval in a comparison study
+    (unchanged otherwise, so a finished study without one stays a no-op)."""
+    if not COMPARE:
+        return settings
+    every = str(config["compare"]["snapshot_every"])
+    return lambda wildcards: settings(wildcards) + every
+
+
+def snapshots_of(wildcards):
+    """The snapshots file of a variant: its PPO or its pendulum training's."""
+    study = "ppo" if wildcards.variant in VARIANTS_OF["ppo"] else "pendulum"
+    return OUT[f"{study}_snapshots"].format(variant=wildcards.variant, seed=wildcards.seed)
 
 
 def settings_hash(*sections):
@@ -195,3 +230,11 @@ def settings_hash(*sections):
 
 
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
+
+
+def compare_table(name, caption=None):
+    """A table of aggregate_compare (marked for the report when it has a caption)."""
+    path = os.path.join(OUT["agg_compare_dir"], f"{name}.csv")
+    if caption is None:
+        return path
+    return report(path, caption=f"../report/{caption}.rst", category="Comparison")

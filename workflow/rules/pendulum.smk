@@ -6,6 +6,7 @@ rule train_pendulum:
     input:
         MLFLOW_MARKER,
     output:
+        **snapshot_outputs("pendulum"),
         policy=OUT["pendulum_policy"],
         metrics=OUT["pendulum_metrics"],
         evals=OUT["pendulum_eval"],
@@ -17,7 +18,7 @@ rule train_pendulum:
         runtime=60,
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash("pendulum"),
+        settings=with_snapshots(settings_hash("pendulum")),
         out_dir=OUT["pendulum_dir"],
         marker=MARKER_ARG,
     shell:

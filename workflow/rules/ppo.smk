@@ -31,6 +31,7 @@ rule train_ppo:
         MLFLOW_MARKER,
         stats=OUT["obs_norm"],
     output:
+        **snapshot_outputs("ppo"),
         policy=OUT["ppo_policy"],
         metrics=OUT["ppo_metrics"],
         train_eval=OUT["ppo_train_eval"],
@@ -46,7 +47,7 @@ rule train_ppo:
         gpu=GPU_JOBS,
     params:
         config=RESOLVED_CONFIG,
-        settings=settings_hash(*rl_config.PPO_SECTIONS),
+        settings=with_snapshots(settings_hash(*rl_config.PPO_SECTIONS)),
         out_dir=OUT["ppo_dir"],
         marker=MARKER_ARG,
     shell:
