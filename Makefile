@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 # The venv first on PATH: its snakemake, and the interpreter the rules run `-m rl` with.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint ui clean-ci bench bench-quick figures reference
+.PHONY: install run test lint ui tracking-server clean-ci bench bench-quick figures reference
 
 # The training image (docs/containers.md). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
@@ -61,6 +61,12 @@ figures: install  ## rebuild the statistics and figures from $(REFERENCE)'s tabl
 
 reference: install  ## copy results/$(STUDY)'s tables, figures and provenance to reference/$(STUDY)
 	$(BIN)/python -m rl export-reference --config results/$(STUDY)/config.yaml --to reference/$(STUDY)
+
+# A team's MLflow: PostgreSQL + mlflow server with artifacts (docs/tracking.md); Ctrl-C stops it.
+TRACKING_DIR ?= results/tracking-server
+TRACKING_PORT ?= 5000
+tracking-server: install  ## PostgreSQL-backed MLflow server on 127.0.0.1:$(TRACKING_PORT), data in $(TRACKING_DIR)
+	$(BIN)/python -m rl tracking-server --dir $(TRACKING_DIR) --port $(TRACKING_PORT)
 
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)

@@ -1,10 +1,14 @@
-"""The MLflow verbs: mlflow-init (a rule, before every parallel job), mlflow-sync and ui."""
+"""The MLflow verbs: mlflow-init (a rule, before every parallel job), mlflow-sync, ui and
+tracking-server (PostgreSQL + mlflow server for a team or a cluster)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 from rl.core import config as config_mod
 from rl.runner import STUDY, TOOL, Arg, Job, stage
@@ -69,4 +73,72 @@ def ui(job: Job) -> None:
     subprocess.run([*command, "--host", args.host, "--port", str(args.port)], check=False)
 
 
-STAGES = (mlflow_init, mlflow_sync, ui)
+@stage(
+    "tracking_server",
+    "start PostgreSQL and an MLflow tracking server (artifacts served); Ctrl-C stops both",
+    Arg(
+        "--dir",
+        help="folder of its database, artifacts and logs, on a local disk "
+        "(default: results/tracking-server, or <study>/tracking-server with --config)",
+    ),
+    Arg("--config", help="a study's config: the folder goes under its results"),
+    Arg("--host", default="127.0.0.1", help="interface MLflow listens on (0.0.0.0: all)"),
+    Arg("--port", type=int, default=5000),
+    Arg("--workers", type=int, default=4, help="MLflow's server worker processes"),
+    Arg(
+        "--allowed-hosts",
+        help="comma-separated Host headers MLflow accepts "
+        "(default: the host and port served, localhost and 127.0.0.1)",
+    ),
+    Arg("--start-timeout", type=float, default=180, help="seconds to wait for MLflow's /health"),
+    kind=TOOL,
+)
+def tracking_server(job: Job) -> None:
+    from rl.core import layout
+    from rl.tracking.server import TrackingServer
+
+    args = job.args
+    if args.dir:
+        folder = Path(args.dir)
+    elif args.config:
+        folder = layout.study_dir(config_mod.load(args.config)) / "tracking-server"
+    else:
+        folder = Path("results") / "tracking-server"
+    allowed = args.allowed_hosts.split(",") if args.allowed_hosts else None
+    server = TrackingServer(
+        folder, args.host, args.port, args.workers, allowed, start_timeout=args.start_timeout
+    )
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame):
+        stopping.set()
+
+    # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C does
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log.info("starting PostgreSQL and mlflow server in %s", folder.resolve())
+    server.start()
+    try:
+        print(
+            f"MLflow tracking server on {server.uri} (store: PostgreSQL in {server.data}, "
+            f"artifacts: {server.artifacts}, logs: {server.logs}).\n"
+            f"Point a study at it with `mlflow: {{tracking_uri: {server.uri}}}` in its config "
+            f"or MLFLOW_TRACKING_URI={server.uri}; push a finished local study with "
+            f"`python -m rl mlflow-sync --config <config> --to {server.uri}`. "
+            f"Ctrl-C (or SIGTERM) stops it; the data stay in {folder} for the next start.",
+            flush=True,
+        )
+        while not stopping.wait(1.0):
+            if not server.alive():
+                raise RuntimeError(
+                    f"mlflow server exited unexpectedly; see {server.logs / 'mlflow.log'}"
+                )
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # nothing interrupts the shutdown
+            signal.signal(sig, signal.SIG_IGN)
+        log.info("stopping mlflow server and PostgreSQL")
+        server.stop()
+        log.info("tracking server stopped; data kept in %s", folder.resolve())
+
+
+STAGES = (mlflow_init, mlflow_sync, ui, tracking_server)

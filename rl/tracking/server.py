@@ -1,0 +1,271 @@
+"""A team tracking server in one command: PostgreSQL (Debian's `postgresql` package) as
+MLflow's backend store and `mlflow server` serving the artifacts over HTTP
+(`python -m rl tracking-server`, `make tracking-server`; docs/tracking.md, "A tracking
+server for a cluster").
+
+Everything lives in one folder (default `results/tracking-server/`): `postgres/` (the
+database cluster, created by `initdb` on first start, reused after), `artifacts/` (what the
+server stores for the runs), `logs/`. PostgreSQL listens on a unix socket in that folder
+only (no TCP port, no password: nothing else on the machine can connect unless it can read
+the folder); MLflow listens on `host:port` and is what jobs talk to.
+
+On a cluster the folder sits on the login or service node's local disk, not on the shared
+file system: PostgreSQL wants a local disk, and the point of the server is that jobs on
+other nodes never open a database file.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("rl")
+
+DATABASE = "mlflow"
+ROLE = "mlflow"
+# A unix socket path must fit in sun_path (108 bytes with ".s.PGSQL.5432" appended).
+SOCKET_PATH_MAX = 90
+
+
+class ServerError(RuntimeError):
+    """The server cannot start; the message is one paragraph naming the problem and the fix."""
+
+
+def postgres_bindir() -> Path:
+    """PostgreSQL's server programs: $RL_PG_BINDIR, else Debian's /usr/lib/postgresql/<v>/bin."""
+    wanted = os.environ.get("RL_PG_BINDIR")
+    candidates = (
+        [wanted] if wanted else sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    )
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    where = (
+        f"RL_PG_BINDIR={wanted} has no initdb/pg_ctl"
+        if wanted
+        else ("no PostgreSQL server programs under /usr/lib/postgresql/*/bin")
+    )
+    raise ServerError(
+        f"The tracking server needs PostgreSQL, and {where}. Install Debian's server "
+        f"(`sudo apt-get install postgresql`; initdb and pg_ctl are not on PATH there) or set "
+        f"RL_PG_BINDIR to the folder holding initdb, pg_ctl and postgres. For one machine no "
+        f"server is needed: the embedded sqlite store is the default."
+    )
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class TrackingServer:
+    """PostgreSQL + `mlflow server` under `root`. `start()` returns the tracking URI;
+    `stop()` stops both (MLflow first, then PostgreSQL's fast shutdown); a context manager."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        workers: int = 4,
+        allowed_hosts: list[str] | None = None,
+        start_timeout: float = 180,
+    ):
+        self.root = Path(root).resolve()
+        self.host, self.port, self.workers = host, port, workers
+        self.allowed_hosts = allowed_hosts
+        self.start_timeout = start_timeout
+        self.data = self.root / "postgres"
+        self.artifacts = self.root / "artifacts"
+        self.logs = self.root / "logs"
+        self._socket_dir: Path | None = None
+        self._mlflow: subprocess.Popen | None = None
+        self._pg_started = False
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- PostgreSQL ------------------------------------------------------------------------
+    def _as_owner(self) -> dict:
+        """Run PostgreSQL's programs as `postgres` when we are root (it refuses root)."""
+        if os.geteuid() != 0:
+            return {}
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServerError(
+                "PostgreSQL refuses to run as root and there is no 'postgres' user to run it "
+                "as. Install Debian's postgresql package (it creates the user), or start the "
+                "tracking server as an ordinary user."
+            ) from None
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+    def _chown(self, *paths: Path) -> None:
+        owner = self._as_owner()
+        for path in paths:
+            if owner:
+                os.chown(path, owner["user"], owner["group"])
+
+    def _pg(self, program: str, *args: str, check: bool = True, timeout: float = 120):
+        cmd = [str(postgres_bindir() / program), *args]
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, **self._as_owner()
+        )
+        if check and result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip()[-600:]
+            raise ServerError(
+                f"PostgreSQL's {program} failed (exit {result.returncode}) for the tracking "
+                f"server in {self.root}: {tail}. The full server log is "
+                f"{self.logs / 'postgres.log'}; a data folder from another PostgreSQL version "
+                f"or a half-finished first start can be moved aside and the server started "
+                f"again (a new, empty store)."
+            )
+        return result
+
+    def _socket_folder(self) -> Path:
+        folder = self.root / "socket"
+        if len(str(folder)) > SOCKET_PATH_MAX:  # too long for a unix socket: a short one
+            folder = Path(tempfile.mkdtemp(prefix="rl-pg-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        self._chown(folder)
+        return folder
+
+    def _start_postgres(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            status = self._pg("pg_ctl", "status", "-D", str(self.data), check=False)
+            if status.returncode == 0:
+                raise ServerError(
+                    f"A PostgreSQL server already runs on {self.data} (another tracking server "
+                    f"on this folder?). Stop it (Ctrl-C in its terminal, or `pg_ctl stop -D "
+                    f"{self.data}`), or give this one another --dir."
+                )
+        for folder in (self.root, self.logs, self.artifacts):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._chown(self.root, self.logs)
+        fresh = not (self.data / "PG_VERSION").exists()
+        if fresh:
+            log.info("creating the PostgreSQL database cluster in %s", self.data)
+            self.data.mkdir(mode=0o700, exist_ok=True)
+            self._chown(self.data)
+            self._pg("initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8")
+        self._socket_dir = self._socket_folder()
+        options = f"-c listen_addresses='' -k {self._socket_dir}"
+        self._pg(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
+            "-l", str(self.logs / "postgres.log"), "-o", options,
+        )  # fmt: skip
+        self._pg_started = True
+        exists = self._pg(
+            "psql", "-h", str(self._socket_dir), "-U", ROLE, "-d", "postgres", "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+        )  # fmt: skip
+        if exists.stdout.strip() != "1":
+            self._pg("createdb", "-h", str(self._socket_dir), "-U", ROLE, DATABASE)
+
+    def backend_store_uri(self) -> str:
+        return f"postgresql+psycopg2://{ROLE}@/{DATABASE}?host={self._socket_dir}"
+
+    # -- MLflow ----------------------------------------------------------------------------
+    def _start_mlflow(self) -> None:
+        allowed = self.allowed_hosts or [
+            f"{self.host}:{self.port}", f"localhost:{self.port}", f"127.0.0.1:{self.port}",
+        ]  # fmt: skip
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", self.backend_store_uri(),
+            "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
+            "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
+            "--allowed-hosts", ",".join(allowed),
+        ]  # fmt: skip
+        with open(self.logs / "mlflow.log", "ab") as out:
+            self._mlflow = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._mlflow.poll() is not None:
+                tail = (self.logs / "mlflow.log").read_text(errors="replace")[-800:]
+                raise ServerError(
+                    f"mlflow server exited ({self._mlflow.returncode}) before it answered: "
+                    f"{tail.strip()}. Full log: {self.logs / 'mlflow.log'}."
+                )
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise ServerError(
+            f"mlflow server did not answer {self.uri}/health within {self.start_timeout:g} s "
+            f"(log: {self.logs / 'mlflow.log'}). On a loaded machine give it more time "
+            f"(--start-timeout) or fewer --workers."
+        )
+
+    # -- both ------------------------------------------------------------------------------
+    def start(self) -> str:
+        postgres_bindir()  # the clear errors before anything is created
+        if importlib.util.find_spec("psycopg2") is None:
+            raise ServerError(
+                "MLflow reaches PostgreSQL through psycopg2, which is not installed in this "
+                "environment. Install the project's pins (`make install`, or `pip install "
+                "psycopg2-binary==2.9.13`)."
+            )
+        if not _port_free(self.host, self.port):
+            raise ServerError(
+                f"Port {self.port} on {self.host} is taken (another tracking server, `mlflow "
+                f"ui`, or another program). Stop it, or start this one with --port <free port> "
+                f"and put that port in mlflow.tracking_uri."
+            )
+        try:
+            self._start_postgres()
+            self._start_mlflow()
+        except BaseException:
+            self.stop()
+            raise
+        return self.uri
+
+    def alive(self) -> bool:
+        return self._mlflow is not None and self._mlflow.poll() is None
+
+    def stop(self) -> None:
+        if self._mlflow is not None and self._mlflow.poll() is None:
+            try:
+                os.killpg(self._mlflow.pid, signal.SIGTERM)
+                self._mlflow.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._mlflow.pid, signal.SIGKILL)
+                self._mlflow.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+        self._mlflow = None
+        if self._pg_started:
+            self._pg("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data), check=False)
+            self._pg_started = False
+        if self._socket_dir is not None and not self._socket_dir.is_relative_to(self.root):
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> TrackingServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
