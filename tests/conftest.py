@@ -70,3 +70,37 @@ def ci_study(ci_workdir):
     with open(ci_workdir / "configs" / "ci.yaml") as f:
         cfg = yaml.safe_load(f)
     return ci_workdir, cfg, proc
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_folder() -> Path:
+    """A fresh folder for a tracking server: under /tmp, not pytest's tmp_path, whose root is
+    private to root, and PostgreSQL (which refuses root) runs as `postgres` there."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="rl-tracking-"))
+    root.chmod(0o755)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tracking_server():
+    """A real PostgreSQL-backed MLflow server (`python -m rl tracking-server`'s
+    TrackingServer) for the session, on a free port; tests use their own experiments."""
+    import shutil
+
+    from rl.tracking.server import TrackingServer
+
+    root = server_folder()
+    server = TrackingServer(root / "server", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
