@@ -24,6 +24,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,8 @@ def postgres_bindir() -> Path:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # as the server will (uvicorn): closed connections in TIME_WAIT do not block it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -117,6 +120,19 @@ class TrackingServer:
             ) from None
         return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
+    def _check_reachable(self) -> None:
+        """As root, PostgreSQL runs as `postgres`, which must be able to reach the folder."""
+        if os.geteuid() != 0:
+            return
+        for parent in [p for p in self.root.parents if p.exists()]:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                raise ServerError(
+                    f"PostgreSQL runs as the 'postgres' user here (it refuses root), and that "
+                    f"user cannot enter {parent} (mode {stat.filemode(os.stat(parent).st_mode)}) "
+                    f"to reach {self.root}. Give --dir a folder on a path others may traverse "
+                    f"(e.g. /srv/mlflow or /var/tmp/mlflow), or `chmod o+x {parent}`."
+                )
+
     def _chown(self, *paths: Path) -> None:
         owner = self._as_owner()
         for path in paths:
@@ -149,6 +165,7 @@ class TrackingServer:
         return folder
 
     def _start_postgres(self) -> None:
+        self._check_reachable()
         if (self.data / "postmaster.pid").exists():
             status = self._pg("pg_ctl", "status", "-D", str(self.data), check=False)
             if status.returncode == 0:
