@@ -54,19 +54,38 @@ def ci_workdir(make_workdir) -> Path:
     return make_workdir("wf")
 
 
+def snakemake(workdir: Path, *args: str, cores: str = "2", check: bool = True, env=None):
+    """The real snakemake in `workdir`, as a user runs it (the venv's tools first on PATH);
+    a failure shows the end of its output."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [sys.executable, "-m", "snakemake", "--cores", cores, *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def run_study(make_workdir, name: str, configfile: str) -> tuple[Path, dict, Path]:
+    """A fresh copy of the workflow that ran `configfile` to the end: (workdir, the validated
+    config, the study's results folder)."""
+    from rl.core import config
+
+    workdir = make_workdir(name)
+    snakemake(workdir, "--configfile", configfile)
+    with open(workdir / configfile) as f:
+        cfg = config.validate(yaml.safe_load(f))
+    return workdir, cfg, workdir / cfg["results_dir"] / cfg["study"]
+
+
 @pytest.fixture(scope="session")
 def ci_study(ci_workdir):
     """The real workflow on configs/ci.yaml, run once per session by the real snakemake:
     (workdir, the raw ci config, snakemake's CompletedProcess). Tests must not change it."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/ci.yaml"]
-    proc = subprocess.run(cmd, cwd=ci_workdir, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-        )
+    proc = snakemake(ci_workdir, "--configfile", "configs/ci.yaml")
     with open(ci_workdir / "configs" / "ci.yaml") as f:
         cfg = yaml.safe_load(f)
     return ci_workdir, cfg, proc

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, server_folder
+from conftest import free_port, server_folder, snakemake
 from mlflow_records import records, totals
 
 from rl.cli import STAGES
@@ -70,22 +70,12 @@ def _study(make_workdir, name: str, seeds: list[int], mlflow: dict, **ppo) -> Pa
     return workdir
 
 
-def _snakemake(workdir: Path, *args: str, env=None, check=True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "configs/server.yaml", *args]
-    proc = subprocess.run(
-        cmd, cwd=workdir, capture_output=True, text=True, timeout=1800, env=env or _env()
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
-
-
 def test_a_study_of_26_jobs_at_4_cores_loses_nothing_on_the_server(
     tracking_server, make_workdir, tmp_path
 ):
     mlflow = {"tracking_uri": tracking_server.uri, "experiment": "study-on-server"}
     workdir = _study(make_workdir, "server-study", [0, 1, 2, 3], mlflow)
-    proc = _snakemake(workdir, "--cores", "4")
+    proc = snakemake(workdir, "--configfile", "configs/server.yaml", cores="4", env=_env())
     done = [line for line in proc.stderr.splitlines() if "steps (100%) done" in line]
     jobs = int(done[-1].split(" of ")[1].split()[0])
     assert jobs >= 24, done
@@ -143,11 +133,10 @@ def test_a_server_stopped_mid_job_and_restarted(on_unreachable, make_workdir):
     mlflow["experiment"] = f"outage-{on_unreachable}"
     workdir = _study(make_workdir, f"outage-{on_unreachable}", [0], mlflow, total_frames=16384)
     job_env = _env(**NO_RETRIES)  # the job learns of the outage at its next call
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "configs/server.yaml"]
+    until = ("--configfile", "configs/server.yaml", "--until", "train_ppo")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *until]
     with open(workdir / "snakemake.log", "w") as out:
-        job = subprocess.Popen(
-            [*cmd, "--until", "train_ppo"], cwd=workdir, stdout=out, stderr=out, env=job_env
-        )
+        job = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=out, env=job_env)
     deadline = time.monotonic() + 600
     while True:  # stop the server once the training job has logged its first points
         client, run = _train_ppo_run(verb.uri, mlflow["experiment"])
@@ -173,7 +162,7 @@ def test_a_server_stopped_mid_job_and_restarted(on_unreachable, make_workdir):
     assert before is not None and before.info.status != "FINISHED"
     try:
         if on_unreachable == "fail":  # rerun: the job resumes its checkpoint and its run
-            _snakemake(workdir, "--cores", "2", "--until", "train_ppo", "--rerun-incomplete")
+            snakemake(workdir, *until, "--rerun-incomplete", env=_env())
         else:  # the job finished untracked: mlflow-sync completes its run from the files
             sync = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml"]
             subprocess.run(sync, cwd=workdir, check=True, timeout=900, env=_env())

@@ -5,14 +5,13 @@ a no-op rerun, the same numbers when a job is rerun, and `figures` rebuilding th
 comparison byte for byte from its tidy tables."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from conftest import run_study, snakemake
 from PIL import Image
 
 from rl.compare.stages import aggregate_compare_rows, gradient_rows, snapshot_rows
@@ -21,15 +20,6 @@ from rl.core import config, provenance
 pytestmark = pytest.mark.slow
 CONFIG = "configs/ci-compare.yaml"
 VARIANTS = {"ppo": "ppo", "bptt": "pendulum"}
-
-
-def run(workdir: Path, *args: str):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1500, env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
 
 
 def rl(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -41,11 +31,7 @@ def rl(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def study(make_workdir):
-    workdir = make_workdir("compare")
-    run(workdir, "--configfile", CONFIG)
-    with open(workdir / CONFIG) as f:
-        cfg = config.validate(yaml.safe_load(f))
-    return workdir, cfg, workdir / "results" / "ci-compare"
+    return run_study(make_workdir, "compare", CONFIG)
 
 
 def test_every_variant_snapshots_and_is_scored_by_the_one_evaluator(study):
@@ -113,7 +99,7 @@ def test_the_comparison_tables_and_figures(study):
 
 def test_a_rerun_does_nothing_and_a_rerun_job_gives_the_same_numbers(study, tmp_path):
     workdir, _, root = study
-    proc = run(workdir, "--configfile", CONFIG, "-n")
+    proc = snakemake(workdir, "--configfile", CONFIG, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
     again = tmp_path / "episodes.csv"
     rl(

@@ -3,16 +3,15 @@ copy: the variant x seed fan-out, the statistics tables, provenance on every res
 byte-identical figures on a forced replot, the report, and reruns of only what is new."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_study, snakemake
 
 from rl.core import config, provenance
 
@@ -21,22 +20,9 @@ CONFIG = "configs/ci-variants.yaml"
 PAIRS = [(v, s) for v in ("tuned", "tutorial") for s in (0, 1)]
 
 
-def run(workdir: Path, *args: str, check: bool = True, cores: str = "2"):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", cores, *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1500, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def study(make_workdir):
-    workdir = make_workdir("variants")
-    run(workdir, "--configfile", CONFIG)
-    with open(workdir / CONFIG) as f:
-        cfg = config.validate(yaml.safe_load(f))
-    return workdir, cfg, workdir / "results" / "ci-variants"
+    return run_study(make_workdir, "variants", CONFIG)
 
 
 def test_jobs_fan_out_over_variant_x_seed_with_each_variants_config(study):
@@ -130,7 +116,7 @@ def test_forced_replot_is_byte_identical_and_trains_nothing(study):
     workdir, _, root = study
     figures = sorted((root / "figures").rglob("*.p*"))
     before = {p: p.read_bytes() for p in figures if p.suffix in (".png", ".pdf")}
-    proc = run(workdir, "--configfile", CONFIG, "--forcerun", "plot", cores="1")
+    proc = snakemake(workdir, "--configfile", CONFIG, "--forcerun", "plot", cores="1")
     log = proc.stdout + proc.stderr
     assert re.search(r"rule plot:", log) or "localrule plot:" in log
     for rule in ("train_ppo", "aggregate:", "evaluate_ppo"):
@@ -141,7 +127,7 @@ def test_forced_replot_is_byte_identical_and_trains_nothing(study):
 
 def test_report_holds_the_figures_and_tables(study):
     workdir, _, _ = study
-    run(workdir, "--configfile", CONFIG, "--report", "report.html")
+    snakemake(workdir, "--configfile", CONFIG, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     for name in ("ppo_statistics.png", "ppo_comparison.csv", "ppo_frames_to_threshold.csv"):
         assert name in html
@@ -173,7 +159,7 @@ def test_adding_a_variant_or_a_seed_reruns_only_what_is_new(study, tmp_path):
         {"name": "wide", "studies": ["ppo"], "overrides": {"ppo": {"num_cells": 48}}}
     )
     (copy / "configs" / "grown.yaml").write_text(yaml.safe_dump(raw))
-    proc = run(copy, "-n", "--configfile", "configs/grown.yaml")
+    proc = snakemake(copy, "-n", "--configfile", "configs/grown.yaml")
     jobs = set(re.findall(r"wildcards: variant=([\w.-]+), seed=(\d+)", proc.stdout))
     new = {("wide", "0"), ("wide", "1"), ("wide", "2"), ("tuned", "2"), ("tutorial", "2")}
     assert jobs == new
@@ -181,7 +167,7 @@ def test_adding_a_variant_or_a_seed_reruns_only_what_is_new(study, tmp_path):
     # changing a finished variant would mix two configs in its folder: refused at parse time
     raw["variants"][1]["overrides"]["ppo"]["gamma"] = 0.9
     (copy / "configs" / "changed.yaml").write_text(yaml.safe_dump(raw))
-    proc = run(copy, "-n", "--configfile", "configs/changed.yaml", check=False)
+    proc = snakemake(copy, "-n", "--configfile", "configs/changed.yaml", check=False)
     assert proc.returncode != 0
     assert "tutorial:ppo.gamma" in proc.stdout + proc.stderr
 
