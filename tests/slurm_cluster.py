@@ -3,6 +3,9 @@
 Debian's slurm-wlm and munge, no systemd, no accounting database: finished jobs are recorded
 by slurmctld's job-completion log (jobcomp/filetxt) and stay visible to squeue/scontrol for
 MinJobAge seconds. Fake GPUs (gres on /dev/null-like device nodes) let `--gpus=1` jobs schedule.
+With `preemption=True` the node is in two partitions, `low` (the default) and `high`: a job
+submitted to `high` that needs a `low` job's CPUs pre-empts it, and SLURM requeues it (same
+job id) if it was submitted with `--requeue`.
 Needs root (SlurmUser=root) and a free /etc/slurm/slurm.conf: the SLURM jobstep plugin clears
 SLURM_CONF before its inner srun, so the default path must lead to this cluster's config; the
 link is removed on stop. Every wait has a timeout, so a hang fails instead of blocking.
@@ -21,6 +24,14 @@ from pathlib import Path
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+PREEMPTION = (
+    # a partition of higher PriorityTier pre-empts the lower one's jobs; REQUEUE sends them back
+    # to the queue under the same job id (JobRequeue=1: also jobs submitted without --requeue)
+    "PreemptType=preempt/partition_prio",
+    "PreemptMode=REQUEUE",
+    "JobRequeue=1",
+    "KillWait=5",  # seconds from SIGTERM to SIGKILL for a pre-empted job
+)
 
 
 def missing_binaries() -> list[str]:
@@ -40,10 +51,12 @@ class OneNodeSlurm:
         cpus: int = 8,
         mem_mb: int = 32000,
         gpus: int = 2,
+        preemption: bool = False,
         start_timeout: float = 60,
     ):
         self.root = Path(root)
         self.gpus = gpus
+        self.preemption = preemption
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus
         self.mem_mb = mem_mb
@@ -89,11 +102,12 @@ class OneNodeSlurm:
             "MinJobAge=900",  # finished jobs stay visible to squeue/scontrol
             "ReturnToService=2",
             "GresTypes=gpu",
+            *(PREEMPTION if self.preemption else ()),
             # A cluster-sized node on a small machine: trust the configured CPUs/memory.
             "SlurmdParameters=config_overrides",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={self.mem_mb} Gres=gpu:{self.gpus} State=UNKNOWN",
-            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            *self._partitions(),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         # Fake GPUs: device nodes like /dev/null (slurmd drops a gres without File=).
@@ -105,6 +119,15 @@ class OneNodeSlurm:
         (self.conf.parent / "gres.conf").write_text(
             f"NodeName={self.host} Name=gpu File={files} Count={self.gpus}\n"
         )
+
+    def _partitions(self) -> list[str]:
+        if not self.preemption:
+            return ["PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"]
+        part = "Nodes=ALL MaxTime=INFINITE State=UP"
+        return [
+            f"PartitionName=low {part} Default=YES PriorityTier=1 PreemptMode=REQUEUE",
+            f"PartitionName=high {part} PriorityTier=2 PreemptMode=OFF",
+        ]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -155,6 +178,8 @@ class OneNodeSlurm:
         return self
 
     def node_state(self) -> str:
+        """The node's state ("idle", "mixed", "drained" ...); sinfo prints a line per
+        partition, so a node in two partitions has one state, not two lines of it."""
         try:
             proc = subprocess.run(
                 ["sinfo", "-h", "-N", "-o", "%T"],
@@ -162,7 +187,7 @@ class OneNodeSlurm:
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return ""
-        return proc.stdout.strip()
+        return " ".join(sorted(set(proc.stdout.split())))
 
     def stop(self) -> None:
         for name in ("slurmd", "slurmctld", "munged"):
