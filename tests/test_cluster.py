@@ -4,9 +4,10 @@ The profile is used as shipped: every rule is an sbatch job (snakemake-executor-
 that runs inside the training image with apptainer (the kit's podman-backed shim here, behind
 a wrapper that records every call's arguments); train_ppo asks for the GPU (a fake gres here)
 and only it gets `--nv`. Partition and account come from RL_SLURM_PARTITION /
-RL_SLURM_ACCOUNT. What SLURM recorded is read from its job-completion log. A second study
-has its training job pre-empted by a job in a higher-priority partition: SLURM requeues it,
-it resumes from its checkpoint and ends as an uninterrupted run does.
+RL_SLURM_ACCOUNT. What SLURM recorded is read from its job-completion log and slurmdbd.
+A second study, followed with `sacct` instead of the profile's squeue, has its training job
+pre-empted by a job in a higher-priority partition: SLURM requeues it, it resumes from its
+checkpoint and ends as an uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ RUN_TIMEOUT_S = 20 * 60
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     kit.need(os.geteuid() == 0, "a test SLURM cluster needs root (SlurmUser=root)")
-    kit.need(not missing_binaries(), f"SLURM/munge missing: {missing_binaries()}")
-    with OneNodeSlurm(tmp_path_factory.mktemp("slurm"), preemption=True) as c:
+    missing = missing_binaries(accounting=True)
+    kit.need(not missing, f"SLURM/munge/slurmdbd/MariaDB missing: {missing}")
+    root = tmp_path_factory.mktemp("slurm")
+    with OneNodeSlurm(root, preemption=True, accounting=True) as c:
         yield c
 
 
@@ -112,8 +115,10 @@ def _env(base: dict, first_on_path: Path) -> dict:
     return env
 
 
-def _profile_cmd(configfile: str, *targets: str) -> list[str]:
+def _profile_cmd(configfile: str, *targets: str, status: str = "") -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm"]
+    if status:  # instead of the profile's squeue
+        cmd += ["--slurm-status-command", status]
     cmd += ["--config", f"container=docker://{kit.TEST_IMAGE}"]
     # the profile's 40 s before the first status check is for real clusters
     cmd += ["--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
@@ -278,7 +283,8 @@ def _reference_run(root: Path) -> tuple:
 def preempted_run(cluster, image, apptainer_calls, tmp_path_factory):
     """train_ppo through the profile in partition `low` on a CPU-only setting
     (RL_SLURM_GPUS=0), pre-empted after its first checkpoint by a job in `high` that needs
-    all the node's CPUs; SLURM's ~2 minutes before a requeued job may start are skipped."""
+    all the node's CPUs; SLURM's ~2 minutes before a requeued job may start are skipped.
+    Snakemake follows the jobs with `sacct` (slurmdbd), not the profile's squeue."""
     workdir = _workdir(tmp_path_factory.mktemp("wf-preempt"))
     configfile = _preempt_config(workdir)
     env = _env(cluster.env(), apptainer_calls.parent / "bin")
@@ -289,7 +295,7 @@ def preempted_run(cluster, image, apptainer_calls, tmp_path_factory):
     t0 = time.monotonic()
     with open(out, "w") as sink:
         proc = subprocess.Popen(
-            _profile_cmd(configfile, target), cwd=workdir, env=env, stdout=sink,
+            _profile_cmd(configfile, target, status="sacct"), cwd=workdir, env=env, stdout=sink,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
     log = lambda: f"{out.read_text()[-4000:]}\n{cluster.logs()}"  # noqa: E731
@@ -345,6 +351,10 @@ def test_a_preempted_training_job_is_requeued_and_resumes_to_the_same_result(
     resumed = re.search(r"resuming from checkpoint \S+ at frame (\d+)", rule_log)
     assert resumed, f"no resume in the rule's log:\n{rule_log[-3000:]}"
     assert 0 < int(resumed.group(1)) < PREEMPT_FRAMES, resumed.group(0)
+    # slurmdbd recorded both starts of the one job, and every job of the run
+    assert cluster.sacct(train, duplicates=True) == ["PREEMPTED", "COMPLETED"]
+    for job_id in submitted:
+        assert cluster.sacct(job_id) == ["COMPLETED"], f"job {job_id} ({submitted[job_id]})"
     high = cluster.show_job(preempted_run["high"])
     assert high["JobState"] == "COMPLETED", high
     assert "drain" not in cluster.node_state(), cluster.node_state()
