@@ -267,13 +267,28 @@ def _squeue_job(cluster, rule: str) -> str | None:
     return None
 
 
+def _start_now(cluster, job_id: str, seen: set[str]) -> bool:
+    """True once the requeued job runs again. A requeued job waits ~2 min (BeginTime) before
+    it may start: not in a test. Its BeginTime is only set once the pre-empted start has
+    ended (until then it still shows RUNNING or COMPLETING), so StartTime=now is sent each
+    time the job is seen waiting for it, and "runs again" means after it was seen pending."""
+    job = cluster.show_job(job_id)
+    seen.add(job.get("JobState", ""))
+    if job.get("JobState") == "PENDING" and job.get("Reason") == "BeginTime":
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+            check=True, timeout=10, env=cluster.env(),
+        )  # fmt: skip
+    return "PENDING" in seen and job.get("JobState") in ("RUNNING", "COMPLETED")
+
+
 def _reference_run(root: Path) -> tuple:
     """The same config and seed, uninterrupted, in the same image, without SLURM."""
     workdir = _workdir(root)
     configfile = _preempt_config(workdir)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "4", "--sdm", "apptainer"]
-    cmd += ["--set-threads", "train_ppo=4", "--config", f"container=docker://{kit.TEST_IMAGE}"]
-    cmd += [str(PREEMPT_SEED_DIR / "ppo" / "policy.pt"), "--configfile", configfile]
+    cmd = [sys.executable, "-m", "snakemake", str(PREEMPT_SEED_DIR / "ppo" / "policy.pt")]
+    cmd += ["--cores", "4", "--sdm", "apptainer", "--set-threads", "train_ppo=4"]
+    cmd += ["--config", f"container=docker://{kit.TEST_IMAGE}", "--configfile", configfile]
     proc = _run(cmd, workdir, _env(os.environ, kit.require_kit()), RUN_TIMEOUT_S)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return training_result(workdir / PREEMPT_SEED_DIR)
@@ -314,11 +329,10 @@ def preempted_run(cluster, image, apptainer_calls, tmp_path_factory):
         requeued = lambda: cluster.show_job(train).get("Restarts") == "1"  # noqa: E731
         _until("requeue of train_ppo", requeued, 120, proc, log)
         t_requeued = time.monotonic()
-        # a requeued job waits ~2 min (BeginTime) before it may start again: not in a test
-        subprocess.run(
-            ["scontrol", "update", f"JobId={train}", "StartTime=now"],
-            check=True, timeout=10, env=cluster.env(),
-        )  # fmt: skip
+        states: set[str] = set()
+        restarted = lambda: _start_now(cluster, train, states)  # noqa: E731
+        _until("restart of train_ppo", restarted, 120, proc, log)
+        t_restarted = time.monotonic()
         _until("end of the workflow", lambda: proc.poll() is not None, RUN_TIMEOUT_S, None, log)
     finally:
         if proc.poll() is None:
@@ -327,8 +341,9 @@ def preempted_run(cluster, image, apptainer_calls, tmp_path_factory):
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, log()
     print(
-        f"\npre-empted study on SLURM: {seconds:.1f} s (pre-empted "
-        f"{t_requeued - t_ckpt:.1f} s after the first checkpoint was seen)",
+        f"\npre-empted study on SLURM: {seconds:.1f} s (requeued {t_requeued - t_ckpt:.1f} s "
+        f"after the first checkpoint was seen, running again {t_restarted - t_requeued:.1f} s "
+        "later)",
         file=sys.stderr,
     )
     return {"workdir": workdir, "out": out.read_text(), "train": train, "high": high.stdout.strip()}
