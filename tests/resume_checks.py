@@ -4,6 +4,7 @@ runs) and the cluster test (a pre-empted SLURM job)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,3 +26,19 @@ def assert_same_training(a: tuple[pd.DataFrame, dict], b: tuple[pd.DataFrame, di
         assert a[1][part].keys() == b[1][part].keys(), f"{part}: other parameters"
         for key, value in a[1][part].items():
             assert torch.equal(value, b[1][part][key]), f"{part}.{key} differs"
+
+
+def assert_one_training_run(study_dir: Path, batches: int, seed: int = 0) -> None:
+    """A resumed train_ppo logged to one MLflow run, each batch's metrics once."""
+    from mlflow.tracking import MlflowClient
+
+    marker = json.loads((study_dir / "mlflow" / "initialised.json").read_text())
+    client = MlflowClient(marker["tracking_uri"])
+    runs = client.search_runs(
+        [marker["experiment_id"]],
+        filter_string=f"tags.`rl.stage` = 'train_ppo' AND tags.`rl.seed` = '{seed}'",
+    )
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    history = client.get_metric_history(runs[0].info.run_id, "train_reward_mean")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) == batches, sorted(steps)

@@ -26,7 +26,7 @@ from pathlib import Path
 import container_kit as kit
 import pytest
 import yaml
-from resume_checks import assert_same_training, training_result
+from resume_checks import assert_one_training_run, assert_same_training, training_result
 from slurm_cluster import OneNodeSlurm, missing_binaries
 
 REPO = kit.REPO
@@ -377,6 +377,7 @@ def test_a_preempted_training_job_is_requeued_and_resumes_to_the_same_result(
     reference = _reference_run(tmp_path_factory.mktemp("wf-preempt-reference"))
     print(f"\nuninterrupted reference: {time.monotonic() - t0:.1f} s", file=sys.stderr)
     assert_same_training(training_result(workdir / PREEMPT_SEED_DIR), reference)
+    assert_one_training_run(workdir / "results/preempt", batches=PREEMPT_FRAMES // 512)
 
 
 def test_a_cpu_only_cluster_gets_no_gpu_request_and_no_nv(preempted_run, cluster, apptainer_calls):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from resume_checks import assert_same_training, training_result
+from resume_checks import assert_one_training_run, assert_same_training, training_result
 
 pytestmark = pytest.mark.slow
 SEED_DIR = Path("results/resume/default/seed0")
@@ -130,7 +130,7 @@ def test_whole_workflow_killed_then_rerun_incomplete(make_workdir, reference):
     log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
     assert "resuming from checkpoint" in log
     assert_same_training(_result(workdir), reference)
-    _assert_one_mlflow_run_without_duplicates(workdir)
+    assert_one_training_run(workdir / "results/resume", batches=12288 // 512)
 
 
 def test_training_process_killed_and_retried(make_workdir, reference):
@@ -147,7 +147,7 @@ def test_training_process_killed_and_retried(make_workdir, reference):
     log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
     assert "resuming from checkpoint" in log
     assert_same_training(_result(workdir), reference)
-    _assert_one_mlflow_run_without_duplicates(workdir)
+    assert_one_training_run(workdir / "results/resume", batches=12288 // 512)
 
 
 def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
@@ -186,23 +186,6 @@ def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert "resuming from checkpoint" in rerun.stderr
     assert_same_training(_result(workdir), reference)
-
-
-def _assert_one_mlflow_run_without_duplicates(workdir: Path) -> None:
-    import json
-
-    from mlflow.tracking import MlflowClient
-
-    marker = json.loads((workdir / "results/resume/mlflow/initialised.json").read_text())
-    client = MlflowClient(marker["tracking_uri"])
-    runs = client.search_runs(
-        [marker["experiment_id"]],
-        filter_string="tags.`rl.stage` = 'train_ppo' AND tags.`rl.seed` = '0'",
-    )
-    assert len(runs) == 1, [r.info.run_id for r in runs]
-    history = client.get_metric_history(runs[0].info.run_id, "train_reward_mean")
-    steps = [m.step for m in history]
-    assert len(steps) == len(set(steps)) == 12288 // 512
 
 
 def _pendulum_line(cfg_path: Path, out_dir: str) -> list[str]:
