@@ -16,6 +16,7 @@ link is removed on stop. Every wait has a timeout, so a hang fails instead of bl
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -217,7 +218,28 @@ class OneNodeSlurm:
         self._spawn("slurmctld", "slurmctld", "-D", "-c", "-f", str(self.conf))
         self._spawn("slurmd", "slurmd", "-D", "-f", str(self.conf))
         self._wait("the node", lambda: self.node_state() == "idle", self.start_timeout)
+        if self.accounting:  # slurmctld adds its cluster to slurmdbd when it first connects
+            self._wait(
+                "the cluster in slurmdbd", lambda: "rltest" in self._sacctmgr("show", "cluster"), 60
+            )
         return self
+
+    def _sacctmgr(self, *args: str) -> str:
+        proc = subprocess.run(
+            ["sacctmgr", "-i", "-n", *args],
+            capture_output=True, text=True, timeout=30, env=self.env(),
+        )  # fmt: skip
+        return proc.stdout + proc.stderr
+
+    def add_account(self, name: str) -> None:
+        """An account the current user may submit to. The SLURM executor plugin checks `-A`
+        against slurmdbd's accounts (sacctmgr) and refuses a job to an unknown one."""
+        user = pwd.getpwuid(os.getuid()).pw_name
+        self._sacctmgr("add", "account", name)
+        self._sacctmgr("add", "user", user, f"Account={name}")
+        found = self._sacctmgr("show", "association", f"user={user}", "format=Account")
+        if name not in found.split():
+            raise RuntimeError(f"account {name} not added for {user}: {found}")
 
     def _start_accounting(self) -> None:
         """MariaDB with a `slurm` user, then slurmdbd on it; the cluster registers itself."""

@@ -41,6 +41,7 @@ def cluster(tmp_path_factory):
     kit.need(not missing, f"SLURM/munge/slurmdbd/MariaDB missing: {missing}")
     root = tmp_path_factory.mktemp("slurm")
     with OneNodeSlurm(root, preemption=True, accounting=True) as c:
+        c.add_account("rlproject")
         yield c
 
 
