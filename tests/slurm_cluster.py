@@ -59,12 +59,14 @@ class OneNodeSlurm:
         gpus: int = 2,
         preemption: bool = False,
         accounting: bool = False,
+        epilog: str = "",
         start_timeout: float = 60,
     ):
         self.root = Path(root)
         self.gpus = gpus
         self.preemption = preemption
         self.accounting = accounting
+        self.epilog = epilog  # a script slurmd runs as root when a job ends on the node
         self.db_socket = self.root / "db" / "mariadb.sock"
         self.db_port = self.dbd_port = 0
         self.host = socket.gethostname().split(".")[0]
@@ -113,6 +115,7 @@ class OneNodeSlurm:
             "ReturnToService=2",
             "GresTypes=gpu",
             *(PREEMPTION if self.preemption else ()),
+            *([f"Epilog={r}/etc/epilog"] if self.epilog else []),
             # A cluster-sized node on a small machine: trust the configured CPUs/memory.
             "SlurmdParameters=config_overrides",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
@@ -120,6 +123,9 @@ class OneNodeSlurm:
             *self._partitions(),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        if self.epilog:
+            (r / "etc" / "epilog").write_text(self.epilog)
+            (r / "etc" / "epilog").chmod(0o755)
         # Fake GPUs: device nodes like /dev/null (slurmd drops a gres without File=).
         for i in range(self.gpus):
             node = self.root / "etc" / f"fakegpu{i}"

@@ -40,15 +40,29 @@ def cluster(tmp_path_factory):
     missing = missing_binaries(accounting=True)
     kit.need(not missing, f"SLURM/munge/slurmdbd/MariaDB missing: {missing}")
     root = tmp_path_factory.mktemp("slurm")
-    with OneNodeSlurm(root, preemption=True, accounting=True) as c:
+    with OneNodeSlurm(root, preemption=True, accounting=True, epilog=EPILOG) as c:
         c.add_account("rlproject")
         yield c
 
 
+# The kit's shim runs a job's container under podman's conmon, outside the job's process
+# tree: SLURM's signals reach only the `podman run` client, which the job's snakemake may
+# SIGKILL before it passes SIGTERM on, and the container trains on. Under apptainer the
+# container's processes are the job's own. So the recorder labels each container with its job
+# and the node's epilog (run by slurmd before a job's resources are freed, also on pre-emption)
+# kills the job's containers, as a site's epilog does for container runtimes.
 RECORDER = """#!/usr/bin/env bash
 # records each call's SLURM job id and arguments (NUL-separated), then runs the kit's shim
 printf '%s\\0' "${{SLURM_JOB_ID:-}}" "$@" > "{calls}/$(date +%s%N)-$$.argv"
+label="--label slurm_job=${{SLURM_JOB_ID:-}}"
+export APPTAINER_SHIM_PODMAN_ARGS="${{APPTAINER_SHIM_PODMAN_ARGS:-}} $label"
 exec "{shim}" "$@"
+"""
+EPILOG = """#!/bin/sh
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+ids=$(podman ps -q --filter "label=slurm_job=$SLURM_JOB_ID")
+[ -z "$ids" ] || podman kill $ids >/dev/null 2>&1
+exit 0
 """
 
 
