@@ -1,8 +1,13 @@
 """A real one-node SLURM cluster (munged, slurmctld, slurmd) in a temporary folder, for tests.
 
-Debian's slurm-wlm and munge, no systemd, no accounting database: finished jobs are recorded
-by slurmctld's job-completion log (jobcomp/filetxt) and stay visible to squeue/scontrol for
-MinJobAge seconds. Fake GPUs (gres on /dev/null-like device nodes) let `--gpus=1` jobs schedule.
+Debian's slurm-wlm and munge, no systemd: finished jobs are recorded by slurmctld's
+job-completion log (jobcomp/filetxt) and stay visible to squeue/scontrol for MinJobAge
+seconds. Fake GPUs (gres on /dev/null-like device nodes) let `--gpus=1` jobs schedule.
+With `preemption=True` the node is in two partitions, `low` (the default) and `high`: a job
+submitted to `high` that needs a `low` job's CPUs pre-empts it, and SLURM requeues it (same
+job id) if it was submitted with `--requeue`. With `accounting=True` a MariaDB server and
+slurmdbd (Debian's mariadb-server, slurmdbd), both in the temporary folder, record the jobs,
+so `sacct` works; without it there is no accounting database.
 Needs root (SlurmUser=root) and a free /etc/slurm/slurm.conf: the SLURM jobstep plugin clears
 SLURM_CONF before its inner srun, so the default path must lead to this cluster's config; the
 link is removed on stop. Every wait has a timeout, so a hang fails instead of blocking.
@@ -11,6 +16,7 @@ link is removed on stop. Every wait has a timeout, so a hang fails instead of bl
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -20,11 +26,22 @@ import time
 from pathlib import Path
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
+ACCOUNTING_BINARIES = ("slurmdbd", "sacct", "mariadbd", "mariadb-install-db", "mariadb")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+DB_PASSWORD = "rltest-slurmdbd"  # a throw-away server on 127.0.0.1, removed with the folder
+PREEMPTION = (
+    # a partition of higher PriorityTier pre-empts the lower one's jobs; REQUEUE sends them back
+    # to the queue under the same job id (JobRequeue=1: also jobs submitted without --requeue)
+    "PreemptType=preempt/partition_prio",
+    "PreemptMode=REQUEUE",
+    "JobRequeue=1",
+    "KillWait=5",  # seconds from SIGTERM to SIGKILL for a pre-empted job
+)
 
 
-def missing_binaries() -> list[str]:
-    return [b for b in BINARIES if shutil.which(b) is None]
+def missing_binaries(accounting: bool = False) -> list[str]:
+    wanted = BINARIES + (ACCOUNTING_BINARIES if accounting else ())
+    return [b for b in wanted if shutil.which(b) is None]
 
 
 def _free_port() -> int:
@@ -40,10 +57,18 @@ class OneNodeSlurm:
         cpus: int = 8,
         mem_mb: int = 32000,
         gpus: int = 2,
+        preemption: bool = False,
+        accounting: bool = False,
+        epilog: str = "",
         start_timeout: float = 60,
     ):
         self.root = Path(root)
         self.gpus = gpus
+        self.preemption = preemption
+        self.accounting = accounting
+        self.epilog = epilog  # a script slurmd runs as root when a job ends on the node
+        self.db_socket = self.root / "db" / "mariadb.sock"
+        self.db_port = self.dbd_port = 0
         self.host = socket.gethostname().split(".")[0]
         self.cpus = cpus
         self.mem_mb = mem_mb
@@ -57,7 +82,7 @@ class OneNodeSlurm:
 
     # -- configuration ---------------------------------------------------------------------
     def _write_config(self) -> None:
-        for d in ("etc", "munge", "state", "spool", "log"):
+        for d in ("etc", "munge", "state", "spool", "log", "db"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         r = self.root
         lines = [
@@ -83,19 +108,24 @@ class OneNodeSlurm:
             "SelectTypeParameters=CR_Core_Memory",
             "DefMemPerCPU=500",
             "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
+            *self._accounting_settings(),
             "JobCompType=jobcomp/filetxt",
             f"JobCompLoc={self.jobcomp}",
             "MinJobAge=900",  # finished jobs stay visible to squeue/scontrol
             "ReturnToService=2",
             "GresTypes=gpu",
+            *(PREEMPTION if self.preemption else ()),
+            *([f"Epilog={r}/etc/epilog"] if self.epilog else []),
             # A cluster-sized node on a small machine: trust the configured CPUs/memory.
             "SlurmdParameters=config_overrides",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={self.mem_mb} Gres=gpu:{self.gpus} State=UNKNOWN",
-            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            *self._partitions(),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        if self.epilog:
+            (r / "etc" / "epilog").write_text(self.epilog)
+            (r / "etc" / "epilog").chmod(0o755)
         # Fake GPUs: device nodes like /dev/null (slurmd drops a gres without File=).
         for i in range(self.gpus):
             node = self.root / "etc" / f"fakegpu{i}"
@@ -105,6 +135,46 @@ class OneNodeSlurm:
         (self.conf.parent / "gres.conf").write_text(
             f"NodeName={self.host} Name=gpu File={files} Count={self.gpus}\n"
         )
+
+    def _accounting_settings(self) -> list[str]:
+        if not self.accounting:
+            return ["AccountingStorageType=accounting_storage/none"]
+        self.db_port, self.dbd_port = _free_port(), _free_port()
+        dbd = self.conf.parent / "slurmdbd.conf"  # slurmdbd reads it beside slurm.conf
+        dbd.write_text(
+            "\n".join([
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={self.munge_socket}",
+                "DbdHost=localhost",
+                "DbdAddr=127.0.0.1",
+                f"DbdPort={self.dbd_port}",
+                "SlurmUser=root",
+                f"LogFile={self.log_dir}/slurmdbd.log",
+                f"PidFile={self.root}/slurmdbd.pid",
+                "StorageType=accounting_storage/mysql",
+                "StorageHost=127.0.0.1",
+                f"StoragePort={self.db_port}",
+                "StorageUser=slurm",
+                f"StoragePass={DB_PASSWORD}",
+                "StorageLoc=slurm_acct_db",
+            ]) + "\n"
+        )  # fmt: skip
+        dbd.chmod(0o600)  # slurmdbd refuses a config others may read
+        return [
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=127.0.0.1",
+            f"AccountingStoragePort={self.dbd_port}",
+            f"AccountingStoragePass={self.munge_socket}",
+        ]
+
+    def _partitions(self) -> list[str]:
+        if not self.preemption:
+            return ["PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"]
+        part = "Nodes=ALL MaxTime=INFINITE State=UP"
+        return [
+            f"PartitionName=low {part} Default=YES PriorityTier=1 PreemptMode=REQUEUE",
+            f"PartitionName=high {part} PriorityTier=2 PreemptMode=OFF",
+        ]
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -148,13 +218,69 @@ class OneNodeSlurm:
             f"--seed-file={m}/munged.seed",
         )  # fmt: skip
         self._wait("munged", self.munge_socket.exists, 20)
+        if self.accounting:
+            self._start_accounting()
         self._link_system_conf()
         self._spawn("slurmctld", "slurmctld", "-D", "-c", "-f", str(self.conf))
         self._spawn("slurmd", "slurmd", "-D", "-f", str(self.conf))
         self._wait("the node", lambda: self.node_state() == "idle", self.start_timeout)
+        if self.accounting:  # slurmctld adds its cluster to slurmdbd when it first connects
+            self._wait(
+                "the cluster in slurmdbd", lambda: "rltest" in self._sacctmgr("show", "cluster"), 60
+            )
         return self
 
+    def _sacctmgr(self, *args: str) -> str:
+        proc = subprocess.run(
+            ["sacctmgr", "-i", "-n", *args],
+            capture_output=True, text=True, timeout=30, env=self.env(),
+        )  # fmt: skip
+        return proc.stdout + proc.stderr
+
+    def add_account(self, name: str) -> None:
+        """An account the current user may submit to. The SLURM executor plugin checks `-A`
+        against slurmdbd's accounts (sacctmgr) and refuses a job to an unknown one."""
+        user = pwd.getpwuid(os.getuid()).pw_name
+        self._sacctmgr("add", "account", name)
+        self._sacctmgr("add", "user", user, f"Account={name}")
+        found = self._sacctmgr("show", "association", f"user={user}", "format=Account")
+        if name not in found.split():
+            raise RuntimeError(f"account {name} not added for {user}: {found}")
+
+    def _start_accounting(self) -> None:
+        """MariaDB with a `slurm` user, then slurmdbd on it; the cluster registers itself."""
+        db = self.root / "db"
+        subprocess.run(
+            ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={db}/data",
+             "--auth-root-authentication-method=socket", "--skip-test-db"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        self._spawn(
+            "mariadbd", "mariadbd", "--no-defaults", "--user=root", f"--datadir={db}/data",
+            f"--socket={self.db_socket}", f"--port={self.db_port}", "--bind-address=127.0.0.1",
+            f"--pid-file={db}/mariadb.pid", f"--log-error={self.log_dir}/mariadb.log",
+            "--innodb-buffer-pool-size=64M",
+        )  # fmt: skip
+        self._wait("mariadbd", self.db_socket.exists, 60)
+        grant = (
+            f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';"
+            " GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        )
+        subprocess.run(
+            ["mariadb", "--no-defaults", "-S", str(self.db_socket), "-u", "root", "-e", grant],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self._spawn("slurmdbd", "slurmdbd", "-D")
+        self._wait("slurmdbd", lambda: self._port_open(self.dbd_port), 60)
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
     def node_state(self) -> str:
+        """The node's state ("idle", "mixed", "drained" ...); sinfo prints a line per
+        partition, so a node in two partitions has one state, not two lines of it."""
         try:
             proc = subprocess.run(
                 ["sinfo", "-h", "-N", "-o", "%T"],
@@ -162,10 +288,10 @@ class OneNodeSlurm:
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return ""
-        return proc.stdout.strip()
+        return " ".join(sorted(set(proc.stdout.split())))
 
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             proc = self._procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -214,3 +340,12 @@ class OneNodeSlurm:
             capture_output=True, text=True, timeout=10, env=self.env(),
         )  # fmt: skip
         return dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f)
+
+    def sacct(self, job_id: str, duplicates: bool = False) -> list[str]:
+        """The states slurmdbd recorded for a job (with `duplicates`, one per start)."""
+        cmd = ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"]
+        proc = subprocess.run(
+            cmd + (["--duplicates"] if duplicates else []),
+            capture_output=True, text=True, timeout=30, env=self.env(), check=True,
+        )  # fmt: skip
+        return proc.stdout.split()

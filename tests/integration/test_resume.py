@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from rl.ppo.train import TIMING_COLUMNS
+from resume_checks import assert_one_training_run, assert_same_training, training_result
 
 pytestmark = pytest.mark.slow
 SEED_DIR = Path("results/resume/default/seed0")
@@ -92,16 +91,7 @@ def _train_pids(workdir: Path) -> list[int]:
 
 
 def _result(workdir: Path):
-    table = pd.read_csv(workdir / SEED_DIR / "ppo" / "train_metrics.csv")
-    weights = torch.load(workdir / SEED_DIR / "ppo" / "policy.pt", weights_only=True)
-    return table.drop(columns=list(TIMING_COLUMNS)), weights
-
-
-def _assert_same(a, b) -> None:
-    pd.testing.assert_frame_equal(a[0], b[0])
-    for part in ("actor", "critic"):
-        for key, value in a[1][part].items():
-            assert torch.equal(value, b[1][part][key]), f"{part}.{key} differs"
+    return training_result(workdir / SEED_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +129,8 @@ def test_whole_workflow_killed_then_rerun_incomplete(make_workdir, reference):
     _finish(_snakemake(workdir, "--rerun-incomplete"))
     log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
     assert "resuming from checkpoint" in log
-    _assert_same(_result(workdir), reference)
-    _assert_one_mlflow_run_without_duplicates(workdir)
+    assert_same_training(_result(workdir), reference)
+    assert_one_training_run(workdir / "results/resume", batches=12288 // 512)
 
 
 def test_training_process_killed_and_retried(make_workdir, reference):
@@ -156,8 +146,8 @@ def test_training_process_killed_and_retried(make_workdir, reference):
     assert "Trying to restart job" in out or "attempt" in out.lower()
     log = (workdir / "results/resume/logs/train_ppo/default-seed0.log").read_text()
     assert "resuming from checkpoint" in log
-    _assert_same(_result(workdir), reference)
-    _assert_one_mlflow_run_without_duplicates(workdir)
+    assert_same_training(_result(workdir), reference)
+    assert_one_training_run(workdir / "results/resume", batches=12288 // 512)
 
 
 def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
@@ -195,24 +185,7 @@ def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
     rerun = subprocess.run(line, cwd=workdir, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert "resuming from checkpoint" in rerun.stderr
-    _assert_same(_result(workdir), reference)
-
-
-def _assert_one_mlflow_run_without_duplicates(workdir: Path) -> None:
-    import json
-
-    from mlflow.tracking import MlflowClient
-
-    marker = json.loads((workdir / "results/resume/mlflow/initialised.json").read_text())
-    client = MlflowClient(marker["tracking_uri"])
-    runs = client.search_runs(
-        [marker["experiment_id"]],
-        filter_string="tags.`rl.stage` = 'train_ppo' AND tags.`rl.seed` = '0'",
-    )
-    assert len(runs) == 1, [r.info.run_id for r in runs]
-    history = client.get_metric_history(runs[0].info.run_id, "train_reward_mean")
-    steps = [m.step for m in history]
-    assert len(steps) == len(set(steps)) == 12288 // 512
+    assert_same_training(_result(workdir), reference)
 
 
 def _pendulum_line(cfg_path: Path, out_dir: str) -> list[str]:
