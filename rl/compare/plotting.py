@@ -58,7 +58,10 @@ def _curve_panel(ax, curves, scores, axis, palette, thresholds) -> None:
 
 
 def _profile_panel(ax, profile: pd.DataFrame, scores: pd.DataFrame, palette: dict) -> None:
-    last = scores.sort_values("sim_steps").groupby(["variant", "seed"]).tail(1)
+    # each seed's last snapshot, in (variant, seed) order: sorting by sim_steps alone leaves
+    # the seeds' ties in whatever order the CPU's sort kernel gives, and the ticks' drawing
+    # order (the PDF's bytes) with them
+    last = scores.sort_values(["variant", "seed", "sim_steps"]).groupby(["variant", "seed"]).tail(1)
     for i, (variant, colour) in enumerate(palette.items()):
         band = profile[profile["variant"] == variant].sort_values("tau")
         ax.plot(band["tau"], band["fraction"], color=colour, label=variant)
