@@ -106,6 +106,8 @@ def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
             "Use a sqlite URI (sqlite:////absolute/path/mlflow.db), a tracking server, or "
             "unset mlflow.tracking_uri and MLFLOW_TRACKING_URI for the embedded default.",
         )
+    if "://" in uri and not uri.startswith("databricks"):
+        _check_database(uri, timeout_s)
     # Other backends (databricks, SQL databases): one cheap query, without MLflow's retries.
     limits = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
@@ -123,6 +125,27 @@ def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    """A SQL database: one connection with a timeout first. MLflow's own store retries a
+    refused connection ten times with back-off (about 100 s) before it gives up."""
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+    except Exception as exc:
+        raise _unavailable(uri, f"it is not a database URL ({exc})") from None
+    connect_args = {}
+    if url.get_backend_name() in ("postgresql", "mysql", "mariadb"):
+        connect_args["connect_timeout"] = max(1, int(timeout_s))
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # drivers raise their own types; a missing driver is ImportError
+        raise _unavailable(uri, f"{type(exc).__name__}: {str(exc).strip()[:300]}") from None
 
 
 def _check_http(uri: str, timeout_s: float) -> None:
