@@ -118,7 +118,7 @@ def tracking_server():
     from rl.tracking.server import TrackingServer
 
     root = server_folder()
-    server = TrackingServer(root / "server", port=free_port())
+    server = TrackingServer(root / "server", port=free_port(), workers=2)
     server.start()
     yield server
     server.stop()
