@@ -1,4 +1,10 @@
-"""What a reviewer sees in an MLflow store, counted (for the tracking tests)."""
+"""What a reviewer sees in an MLflow store, counted, and `mlflow-sync` as a user runs it
+(for the tracking tests)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 
 def records(uri: str, experiment: str) -> dict:
@@ -50,3 +56,12 @@ def totals(recs: dict) -> dict:
         "artifacts": sum(len(r["artifacts"]) for r in recs.values()),
         "models": sum(r["models"] for r in recs.values()),
     }
+
+
+def sync(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The verb as a user runs it, in `cwd` (the study's store is found from there)."""
+    cmd = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml", *args]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return proc

@@ -8,13 +8,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import requests
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-T0KEN"
@@ -29,12 +29,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1600,1200",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import http.server
 import json
 import logging
 import shutil
-import socket
 import threading
 import time
 
 import pytest
 import yaml
+from conftest import free_port
 
 from rl.core import config as config_mod
 from rl.core.secrets import redact
@@ -47,12 +47,6 @@ def prov(cfg, stage, seed=None, **extra):
     from rl.core import provenance
 
     return provenance.record(cfg, stage=stage, seed=seed, variant="default") | extra
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- redaction

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import free_port, server_folder, snakemake
-from mlflow_records import records, totals
+from mlflow_records import records, sync, totals
 
 from rl.cli import STAGES
 from rl.tracking.server import ServerError, TrackingServer
@@ -87,8 +87,7 @@ def test_a_study_of_26_jobs_at_4_cores_loses_nothing_on_the_server(
         assert live[("stage", "train_ppo", "default", str(seed))]["models"] == 1
     # what the files under results/ say the records are: mlflow-sync into an empty store
     rebuilt = f"sqlite:///{tmp_path / 'rebuilt.db'}"
-    cmd = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml"]
-    subprocess.run([*cmd, "--to", rebuilt], cwd=workdir, check=True, timeout=900, env=_env())
+    sync(workdir, "--to", rebuilt)
     assert records(rebuilt, "study-on-server") == live
     print(f"\n{jobs} jobs on the server: {totals(live)}")
 
@@ -96,10 +95,8 @@ def test_a_study_of_26_jobs_at_4_cores_loses_nothing_on_the_server(
 def test_mlflow_sync_pushes_a_finished_local_study_to_the_server(ci_study, tracking_server):
     workdir, _, _ = ci_study
     local = records(f"sqlite:///{workdir / 'results' / 'ci' / 'mlflow' / 'mlflow.db'}", "ci")
-    cmd = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml"]
-    cmd += ["--to", tracking_server.uri]
     for _ in range(2):  # the second push adds nothing
-        subprocess.run(cmd, cwd=workdir, check=True, timeout=900, env=_env())
+        sync(workdir, "--to", tracking_server.uri)
         assert records(tracking_server.uri, "ci") == local
 
 
@@ -164,8 +161,7 @@ def test_a_server_stopped_mid_job_and_restarted(on_unreachable, make_workdir):
         if on_unreachable == "fail":  # rerun: the job resumes its checkpoint and its run
             snakemake(workdir, *until, "--rerun-incomplete", env=_env())
         else:  # the job finished untracked: mlflow-sync completes its run from the files
-            sync = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml"]
-            subprocess.run(sync, cwd=workdir, check=True, timeout=900, env=_env())
+            sync(workdir)
         _assert_run_holds_the_files(verb.uri, mlflow["experiment"], ppo)
         _, after = _train_ppo_run(verb.uri, mlflow["experiment"])
         assert after.info.run_id == before.info.run_id  # continued, not a second run

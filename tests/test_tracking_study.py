@@ -2,14 +2,11 @@
 policy acts in the environment, and `mlflow-sync` rebuilds the same records from results/
 after the store is deleted, or pushes them to another store, without duplicating anything."""
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from mlflow_records import records, totals
+from mlflow_records import records, sync, totals
 
 from rl.cli import STAGES
 from rl.core import config as config_mod
@@ -18,15 +15,6 @@ from rl.tracking.run import StageRun
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-T0KEN"
-
-
-def sync(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The verb as a user runs it, in `cwd` (the study's store is found from there)."""
-    cmd = [sys.executable, "-m", "rl", "mlflow-sync", "--config", "results/ci/config.yaml", *args]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -106,9 +106,9 @@ def check_store(uri: str, timeout_s: float, *, initialised: bool) -> None:
             "Use a sqlite URI (sqlite:////absolute/path/mlflow.db), a tracking server, or "
             "unset mlflow.tracking_uri and MLFLOW_TRACKING_URI for the embedded default.",
         )
-    if "://" in uri and not uri.startswith("databricks"):
+    if "://" in uri and not uri.startswith("databricks"):  # a SQL database: reachable?
         _check_database(uri, timeout_s)
-    # Other backends (databricks, SQL databases): one cheap query, without MLflow's retries.
+    # Then (databricks, SQL databases) one cheap query, without MLflow's retries.
     limits = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout_s))),
