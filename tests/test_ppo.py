@@ -5,7 +5,14 @@ from torchrl.envs.utils import check_env_specs
 
 from rl.core import config
 from rl.core.device import resolve_device
-from rl.ppo.envs import make_env, make_eval_env, make_training_env, observation_stats
+from rl.ppo.collect import Collection
+from rl.ppo.envs import (
+    TrainingCopies,
+    make_env,
+    make_eval_env,
+    make_training_env,
+    observation_stats,
+)
 from rl.ppo.evaluate import evaluate_episode
 from rl.ppo.models import make_actor_critic
 from rl.ppo.train import TIMING_COLUMNS, build, train
@@ -85,6 +92,73 @@ def test_evaluation_env_runs_make_envs_episodes(cfg, stats, max_steps):
     fast.close()
 
 
+@pytest.mark.parametrize("env_id", ["InvertedDoublePendulum-v5", "Pendulum-v1"])
+def test_training_copies_continue_from_a_saved_state(env_id):
+    """save_state / load_state: copies built and seeded otherwise, given another's state,
+    step on exactly as it does, through terminations, truncations and fresh starts."""
+    limits = [50, 70, 1000]
+
+    def run(env, steps: int) -> list:
+        torch.manual_seed(1)
+        td, out = env.current(), []
+        for _ in range(steps):
+            td = td.set("action", torch.rand(3, env.action_spec.shape[-1]) * 2 - 1)
+            step, td = env.step_and_maybe_reset(td)
+            out.append(step["next"].clone())
+        return out
+
+    a = TrainingCopies(env_id, limits)
+    a.set_seed(3)
+    run(a, 40)
+    saved = a.save_state()
+    expected = run(a, 100)
+    b = TrainingCopies(env_id, limits)
+    b.set_seed(99)
+    b.load_state(saved)
+    got = run(b, 100)
+    assert any(s["done"].any() for s in expected), "the steps cross episode ends"
+    for t, (x, y) in enumerate(zip(expected, got, strict=True)):
+        assert (x == y).all(), f"step {t}"
+    with pytest.raises(ValueError, match="another env.num_envs"):
+        TrainingCopies(env_id, limits[:2]).load_state(saved)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_collection_continues_episodes_across_batches_and_a_reload(cfg, stats, workers):
+    """One collector for the run: a batch starts where the last ended (step counts go on,
+    no reset), and a collection loaded with another's state collects its next batch."""
+    torch.set_num_threads(1)
+    cfg["ppo"]["collector_workers"] = workers
+    torch.manual_seed(0)
+    env, actor, _ = build(cfg, 0, stats, torch.device("cpu"))
+    collection = Collection(cfg, 0, stats, env, actor, torch.device("cpu"))
+    try:
+        (first,) = collection.batches(1)
+        saved = collection.state_dict()
+        rng = torch.get_rng_state()
+        (second,) = collection.batches(1)
+    finally:
+        collection.shutdown()
+    last = first["next"][:, -1]
+    carried = torch.where(last["done"], 0, last["step_count"])
+    assert torch.equal(second["step_count"][:, 0], carried)
+    assert (second["step_count"][:, 0] > 0).all(), "the episodes went on"
+
+    torch.manual_seed(5)
+    env, actor2, _ = build(cfg, 7, stats, torch.device("cpu"))
+    actor2.load_state_dict(actor.state_dict())
+    other = Collection(cfg, 7, stats, env, actor2, torch.device("cpu"))
+    try:
+        other.load_state_dict(saved)
+        torch.set_rng_state(rng)
+        (again,) = other.batches(1)
+    finally:
+        other.shutdown()
+    # trajectory ids (the workers' collectors track them) are counters, not part of the data
+    ids = ("collector", "traj_ids")
+    assert (again.exclude(ids) == second.exclude(ids)).all()
+
+
 def test_unknown_env_id_is_a_clear_error(cfg):
     # checked once, by the config's validation, before any env is built
     cfg["env"]["id"] = "InvertedTriplePendulum-v5"
@@ -136,25 +210,49 @@ def test_compiled_loop_learns_the_same_way_and_is_deterministic(cfg, stats, tmp_
         assert first[1][key] == pytest.approx(first[0][key], rel=1e-3, abs=1e-5), key
 
 
+class Killed(Exception):
+    """Stands for a kill between a checkpoint and the next one."""
+
+
+def _assert_same_run(a: dict, b: dict) -> None:
+    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
+    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
+    for part in ("actor", "critic"):
+        for k, v in a[part].state_dict().items():
+            assert torch.equal(v, b[part].state_dict()[k]), f"{part}.{k}"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_resume_reproduces_the_uninterrupted_run(cfg, stats, tmp_path, caplog, workers):
-    """workers 2: the batches come from two collector processes (one for the whole run,
-    reseeded at each segment); a resumed run starts new ones and must still agree."""
+def test_resume_from_any_checkpoint_reproduces_the_uninterrupted_run(
+    cfg, stats, tmp_path, caplog, workers
+):
+    """From the segment checkpoint (1024 of 2048 frames) and from minute-triggered ones
+    inside a segment (a checkpoint after every batch, the run stopped after 512 or 1536
+    frames): the resumed run continues the episodes in flight and ends as the
+    uninterrupted one, bit for bit. workers 2: the state of two collector processes."""
     torch.set_num_threads(1)
     cfg["ppo"]["collector_workers"] = workers
-    first = train(cfg, 0, stats, tmp_path)
-    ckpt = first["checkpoint"]
-    assert ckpt.exists()  # the segment checkpoint at 1024 of 2048 frames
+    first = train(cfg, 0, stats, tmp_path / "segments")
+    assert first["checkpoint"].exists()  # the segment checkpoint, kept by train()
     caplog.set_level("INFO", logger="rl")
-    again = train(cfg, 0, stats, tmp_path)
+    again = train(cfg, 0, stats, tmp_path / "segments")
     assert "resuming from checkpoint" in caplog.text and "at frame 1024" in caplog.text
-    assert "mid-segment" not in caplog.text
-    pd.testing.assert_frame_equal(_table(again, "metrics"), _table(first, "metrics"))
-    pd.testing.assert_frame_equal(_table(again, "eval"), _table(first, "eval"))
-    for k, v in first["actor"].state_dict().items():
-        assert torch.equal(v, again["actor"].state_dict()[k]), k
-    for k, v in first["critic"].state_dict().items():
-        assert torch.equal(v, again["critic"].state_dict()[k]), k
+    _assert_same_run(again, first)
+
+    cfg["ppo"]["checkpoint_interval_minutes"] = 1e-9  # after every batch
+    for stop_batch in (2, 4):  # the checkpoint before it: mid first segment, mid second
+
+        def stop(row, _eval, stop_batch=stop_batch):
+            if row["batch"] == stop_batch:
+                raise Killed
+
+        out = tmp_path / f"minutes-{stop_batch}"
+        with pytest.raises(Killed):
+            train(cfg, 0, stats, out, on_batch=stop)
+        caplog.clear()
+        resumed = train(cfg, 0, stats, out)
+        assert f"at frame {(stop_batch - 1) * 512}" in caplog.text
+        _assert_same_run(resumed, first)
 
 
 def test_two_collector_processes_are_deterministic_and_collect_every_copy(cfg, stats, tmp_path):

@@ -105,7 +105,7 @@ def _watched_run(device: str, tmp_path, **ppo):
 def test_gpu_config_compiled_trains_without_a_host_sync_in_any_batch(tmp_path):
     """configs/gpu.yaml (compiled policy and minibatch step, the lr a tensor under a cosine
     schedule) at a tiny size on the CPU: every batch after the first (compilation) reads
-    nothing on the host, a new segment's restart included; the run reports and evaluates."""
+    nothing on the host, a segment checkpoint included; the run reports and evaluates."""
     cfg, _, result = _watched_run("cpu", tmp_path, anneal_lr="true")
     assert cfg["env"]["backend"] == "mujoco-warp" and cfg["ppo"]["compile"]
     table = _table(result)
@@ -171,7 +171,7 @@ def test_device_rollout_batches_have_the_collectors_layout():
     env = make_training_env(cfg["env"], 0, num_envs=16, obs_stats=stats, episode_steps=[5])
     torch.manual_seed(0)
     actor, _ = make_actor_critic(cfg["ppo"], 9, env.action_spec, "cpu")
-    ours = next(iter(DeviceRollout(env, actor, 128, compile=False, device="cpu").segment(0, 128)))
+    ours = next(DeviceRollout(env, actor, 128, compile=False, device="cpu").batches(1))
     collector = Collector(env, actor, frames_per_batch=128, total_frames=128)
     theirs = next(iter(collector))
     collector.shutdown()
@@ -218,9 +218,10 @@ def test_cuda_graphed_loop_has_no_sync_in_any_batch(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_MARKS)])
 def test_resident_run_is_deterministic_and_resumes_exactly(device, tmp_path):
-    """Same seed, same numbers; a run resumed from its segment checkpoint ends as the
-    uninterrupted one (each segment restarts the worlds from (seed, frames done)). On the
-    CPU eager (seconds), on CUDA as configured (compiled and graphed)."""
+    """Same seed, same numbers; a run resumed from its segment checkpoint, or from a
+    minute-triggered one inside the segment, continues the worlds' episodes and ends as the
+    uninterrupted one. On the CPU eager (seconds), on CUDA as configured (compiled and
+    graphed)."""
     torch.set_num_threads(1)
     cfg = config.load(GPU_CONFIG, tiny(device, **({"compile": "false"} if device == "cpu" else {})))
     stats = observation_stats(cfg["env"], 100, seed=0)
@@ -232,6 +233,47 @@ def test_resident_run_is_deterministic_and_resumes_exactly(device, tmp_path):
     pd.testing.assert_frame_equal(_table(resumed), _table(a))
     for key, value in a["actor"].state_dict().items():
         assert torch.equal(value, resumed["actor"].state_dict()[key]), key
+
+    class Killed(Exception):
+        pass
+
+    def stop(row, _eval):
+        if row["batch"] == 4:  # the last checkpoint: after batch 3, inside the second segment
+            raise Killed
+
+    cfg["ppo"]["checkpoint_interval_minutes"] = 1e-9  # after every batch
+    with pytest.raises(Killed):
+        train(cfg, 0, stats, tmp_path / "c", on_batch=stop)
+    resumed = train(cfg, 0, stats, tmp_path / "c")
+    pd.testing.assert_frame_equal(_table(resumed), _table(a))
+    for key, value in a["actor"].state_dict().items():
+        assert torch.equal(value, resumed["actor"].state_dict()[key]), key
+
+
+def test_device_rollout_continues_from_its_state_dict():
+    """Batches continue the worlds' episodes (step counts go on); a rollout on other worlds
+    given another's state_dict collects the batch that one collects next."""
+    cfg = config.load(GPU_CONFIG, tiny())
+    stats = observation_stats(cfg["env"], 100, seed=0)
+
+    def rollout(seed: int):
+        env = make_training_env(cfg["env"], seed, num_envs=4, obs_stats=stats, episode_steps=[50])
+        torch.manual_seed(0)
+        actor, _ = make_actor_critic(cfg["ppo"], 9, env.action_spec, "cpu")
+        return DeviceRollout(env, actor, 64, compile=False, device="cpu")
+
+    a = rollout(0)
+    (first,) = a.batches(1)
+    saved, rng = a.state_dict(), torch.get_rng_state()
+    (second,) = a.batches(1)
+    last = first["next"][:, -1]
+    assert torch.equal(second["step_count"][:, 0], torch.where(last["done"], 0, last["step_count"]))
+    assert (second["step_count"][:, 0] > 0).any(), "the episodes went on"
+    b = rollout(3)
+    b.load_state_dict(saved)
+    torch.set_rng_state(rng)
+    (again,) = b.batches(1)
+    assert (again == second).all()
 
 
 @cuda

@@ -1,9 +1,11 @@
-"""Collection for PPO: one checkpoint segment of batches at a time, from TorchRL collectors
-(env.backend gymnasium) or the device-resident rollout (mujoco-warp: rl.ppo.resident)."""
+"""Collection for PPO: one collector for the whole run, from TorchRL collectors (env.backend
+gymnasium) or the device-resident rollout (mujoco-warp: rl.ppo.resident), whose episodes run
+on across batches, checkpoints and resumes."""
 
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 
 import torch
 from torchrl.collectors import Collector, MultiSyncCollector
@@ -12,35 +14,85 @@ from rl.ppo.envs import make_training_env
 from rl.ppo.resident import DeviceRollout
 
 
-def make_collection(cfg: dict, obs_stats: dict, env, actor, device: torch.device):
-    """The run's collection: `segment(seed, frames)` yields batches ([num_envs, steps]),
-    `update_policy_weights_()` after each update, `shutdown()` at the end."""
+def make_collection(cfg: dict, seed: int, obs_stats: dict, env, actor, device: torch.device):
+    """The run's collection: `batches(n)` yields the next n batches ([num_envs, steps]),
+    `update_policy_weights_()` after each update, `state_dict()` / `load_state_dict()` what
+    continuing it needs (for the checkpoint), `shutdown()` at the end. `env`: the training
+    env, seeded with `seed` (the workers' envs are seeded from it too)."""
     ppo = cfg["ppo"]
     if cfg["env"]["backend"] == "mujoco-warp":
         fpb = ppo["frames_per_batch"]
         return DeviceRollout(env, actor, fpb, compile=ppo["compile"], device=device)
-    return Collection(cfg, obs_stats, env, actor, device)
+    return Collection(cfg, seed, obs_stats, env, actor, device)
+
+
+class ContinuingCollector(Collector):
+    """TorchRL's Collector whose state_dict holds what continuing its episodes needs: the
+    env's state (TrainingCopies.save_state: the simulators, their generators, the pending
+    observations and step counts) and torch's generator of the process it runs in (in a
+    MultiSyncCollector worker, the one its policy samples from). Loading it puts the env
+    back and hands the collector's carrier the restored observations, so the next batch
+    continues the saved one's episodes. The policy's weights are not in it: they come from
+    the trainer (update_policy_weights_)."""
+
+    def state_dict(self) -> OrderedDict:
+        return OrderedDict(
+            copies=self.env.save_state(),
+            torch_rng=torch.get_rng_state(),
+            frames=self._frames,
+            iter=self._iter,
+        )
+
+    def load_state_dict(self, state_dict, **kwargs) -> None:
+        self.env.load_state(state_dict["copies"])
+        torch.set_rng_state(state_dict["torch_rng"])
+        self._carrier.update(self.env.current())
+        self._frames, self._iter = int(state_dict["frames"]), int(state_dict["iter"])
 
 
 class Collection:
-    """The run's collection, one checkpoint segment at a time: `segment(seed, frames)`
-    yields that many frames in batches, from training envs seeded with `seed` (so a run
-    resumed at a segment start reproduces the uninterrupted one).
+    """The run's TorchRL collection, one collector from the first batch to the last, its
+    episodes continuing across batches and checkpoints.
 
-    ppo.collector_workers 1: a TorchRL Collector per segment on `env`. More: one TorchRL
-    MultiSyncCollector for the whole run, whose worker processes (started once per run, a
-    one-off start-up cost: each imports torch and builds its own envs) step
-    env.num_envs / workers copies each with their own copy of the policy, in parallel;
-    synchronous, so every batch is collected by the current policy, as with one process.
-    At each segment start the workers are reseeded (worker k: its envs and its torch
-    generator) and reset.
+    ppo.collector_workers 1: a ContinuingCollector on `env`. More: a MultiSyncCollector
+    whose worker processes (started once per run, a one-off start-up cost: each imports
+    torch and builds its own envs) run ContinuingCollectors stepping env.num_envs / workers
+    copies each with their own copy of the policy, in parallel; synchronous, so every batch
+    is collected by the current policy, as with one process. The workers are seeded once
+    from `seed` (worker k: its envs and its torch generator); their state_dicts travel
+    through the pipes to the checkpoint and back.
     """
 
-    def __init__(self, cfg: dict, obs_stats: dict, env, actor, device: torch.device):
-        self._cfg, self._obs_stats, self._env, self._actor = cfg, obs_stats, env, actor
-        self._device = device
-        self._workers = cfg["ppo"]["collector_workers"]
-        self._collector = None
+    def __init__(self, cfg: dict, seed: int, obs_stats: dict, env, actor, device):
+        self._cfg, self._obs_stats, self._device = cfg, obs_stats, device
+        ppo = cfg["ppo"]
+        self._workers = ppo["collector_workers"]
+        common = {
+            "frames_per_batch": ppo["frames_per_batch"],
+            "total_frames": -1,
+            "device": device,
+            "compile_policy": ppo["compile"] or None,
+        }
+        if self._workers == 1:
+            self._collector = ContinuingCollector(
+                env,
+                actor,
+                auto_register_policy_transforms=False,
+                # trajectory ids are not used here, and tracking them adds a cost to every
+                # step (docs/benchmarks.md)
+                track_traj_ids=False,
+                **common,
+            )
+        else:
+            self._collector = MultiSyncCollector(
+                self._worker_envs(),
+                actor,
+                collector_class=ContinuingCollector,
+                cat_results=0,  # the workers' copies side by side: [num_envs, time]
+                **common,
+            )
+            self._collector.set_seed(seed)
+        self._iterator = iter(self._collector)
 
     def _worker_envs(self) -> list:
         """Env constructors of the workers (picklable: worker processes are spawned); worker
@@ -51,7 +103,7 @@ class Collection:
             functools.partial(
                 make_training_env,
                 env_cfg,
-                0,  # reseeded by set_seed before collecting
+                0,  # seeded by set_seed before collecting
                 num_envs=n,
                 obs_stats=self._obs_stats,
                 reward_scale=ppo["reward_scale"],
@@ -63,47 +115,20 @@ class Collection:
             for k in range(w)
         ]
 
-    def segment(self, seed: int, frames: int):
-        ppo = self._cfg["ppo"]
-        if self._workers == 1:
-            self._env.set_seed(seed)
-            self._collector = collector = Collector(
-                self._env,
-                self._actor,
-                frames_per_batch=ppo["frames_per_batch"],
-                total_frames=frames,
-                device=self._device,
-                auto_register_policy_transforms=False,
-                compile_policy=ppo["compile"] or None,
-                # trajectory ids are not used here, and tracking them adds a cost to every
-                # step (docs/benchmarks.md)
-                track_traj_ids=False,
-            )
-            try:
-                yield from collector
-            finally:
-                collector.shutdown()
-                self._collector = None
-            return
-        if self._collector is None:
-            self._collector = MultiSyncCollector(
-                self._worker_envs(),
-                self._actor,
-                frames_per_batch=ppo["frames_per_batch"],
-                total_frames=-1,
-                device=self._device,
-                cat_results=0,  # the workers' copies side by side: [num_envs, time]
-                compile_policy=ppo["compile"] or None,
-            )
-        self._collector.set_seed(seed)
-        for _ in range(frames // ppo["frames_per_batch"]):
+    def batches(self, count: int):
+        for _ in range(count):
             # the workers' batches joined carry no device of their own
-            yield self._collector.next().to(self._device)
+            yield next(self._iterator).to(self._device)
 
     def update_policy_weights_(self) -> None:
         self._collector.update_policy_weights_()
 
+    def state_dict(self) -> OrderedDict:
+        return self._collector.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self._collector.load_state_dict(state_dict)
+        self._collector.update_policy_weights_()  # the workers act with the restored actor
+
     def shutdown(self) -> None:
-        if self._collector is not None:
-            self._collector.shutdown()
-            self._collector = None
+        self._collector.shutdown()

@@ -8,9 +8,13 @@ evaluation env (`make_eval_env`, whose episodes are make_env's).
 
 from __future__ import annotations
 
+import json
+
 import gymnasium
+import mujoco
 import numpy as np
 import torch
+from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.vector import AutoresetMode
 from tensordict import TensorDict
 from torchrl.envs import (
@@ -151,6 +155,14 @@ class TrainingCopies(EnvBase):
             device=self.device,
         )
 
+    def current(self) -> TensorDict:
+        """Every copy's observation and step count with cleared flags, as a reset returns
+        them, without resetting: what the policy acts on next."""
+        flags = torch.zeros(self.batch_size + (1,), dtype=torch.bool, device=self.device)
+        return self._observe(
+            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
+        )
+
     def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
         mask = None
         if tensordict is not None and "_reset" in tensordict.keys():
@@ -159,10 +171,40 @@ class TrainingCopies(EnvBase):
             if mask is None or mask[i]:
                 self._obs[i], _ = copy.reset()
                 self._count[i] = 0
-        flags = torch.zeros(self.batch_size + (1,), dtype=torch.bool, device=self.device)
-        return self._observe(
-            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
-        )
+        return self.current()
+
+    def save_state(self) -> dict[str, torch.Tensor]:
+        """What continuing the copies' episodes needs, as CPU tensors (a checkpoint holds
+        them; a collector worker sends them through its pipe): each copy's simulator state
+        (MuJoCo's full integration state, mj_getState: time, qpos, qvel, act, the solver's
+        warm start...; a classic-control task's `state`), its start generator, and the
+        observations and step counts the policy acts on next. `load_state` puts them back,
+        so the copies then step on as if never stopped."""
+        physics = np.stack([_physics_state(copy) for copy in self._copies])
+        rngs = [copy.np_random.bit_generator.state for copy in self._copies]
+        return {
+            "physics": torch.from_numpy(physics),
+            # PCG64's state holds 128-bit integers: kept as JSON text, not pickled objects
+            "rng": torch.frombuffer(bytearray(json.dumps(rngs).encode()), dtype=torch.uint8),
+            "obs": torch.from_numpy(self._obs.copy()),
+            "count": torch.from_numpy(self._count.copy()),
+        }
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from `save_state`'s output (of copies of the same task and limits)."""
+        physics = state["physics"].numpy()
+        if physics.shape[0] != len(self._copies) or state["obs"].shape != self._obs.shape:
+            raise ValueError(
+                f"The saved environment state is for {physics.shape[0]} copies with "
+                f"observations {tuple(state['obs'].shape)}, this env has {len(self._copies)} "
+                f"with {self._obs.shape}: it was written under another env.num_envs or task."
+            )
+        rngs = json.loads(state["rng"].numpy().tobytes().decode())
+        for copy, values, rng in zip(self._copies, physics, rngs, strict=True):
+            _set_physics_state(copy, values)
+            copy.np_random.bit_generator.state = rng
+        self._obs[:] = state["obs"].numpy()
+        self._count[:] = state["count"].numpy()
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         action = tensordict["action"].detach().cpu().numpy().astype(self._action_dtype)
@@ -199,6 +241,29 @@ class TrainingCopies(EnvBase):
         for copy in self._copies:
             copy.close()
         super().close(raise_if_closed=raise_if_closed)
+
+
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def _physics_state(copy) -> np.ndarray:
+    if isinstance(copy, MujocoEnv):
+        out = np.empty(mujoco.mj_stateSize(copy.model, _INTEGRATION))
+        mujoco.mj_getState(copy.model, copy.data, out, _INTEGRATION)
+        return out
+    if isinstance(getattr(copy, "state", None), np.ndarray):  # classic control
+        return np.asarray(copy.state, dtype=np.float64)
+    raise TypeError(
+        f"Cannot save the state of {type(copy).__name__} mid-episode: it is neither a "
+        f"MuJoCo task nor a classic-control task with a `state` array."
+    )
+
+
+def _set_physics_state(copy, values: np.ndarray) -> None:
+    if isinstance(copy, MujocoEnv):
+        mujoco.mj_setState(copy.model, copy.data, np.ascontiguousarray(values), _INTEGRATION)
+    else:
+        copy.state = values.astype(copy.state.dtype)
 
 
 def make_training_env(

@@ -34,9 +34,10 @@ def graphed(fn, device: torch.device, *, warmup: int = 2):
 
 
 class DeviceRollout:
-    """Batches of `frames_per_batch` frames from `env` (a WarpCopies of n worlds) under
-    `actor`, frames_per_batch / n steps each; the same interface as rl.ppo.collect's
-    collectors (`segment`, `update_policy_weights_`, `shutdown`).
+    """Batches of `frames_per_batch` frames from `env` (a WarpCopies of n worlds, seeded)
+    under `actor`, frames_per_batch / n steps each, the worlds' episodes running on from batch
+    to batch; the same interface as rl.ppo.collect.Collection (`batches`,
+    `update_policy_weights_`, `state_dict`, `load_state_dict`, `shutdown`).
 
     The actor acts on its own parameters (no copy to refresh: the update changes them in
     place), without gradients, from a new tensordict of the observation, so a graphed
@@ -51,13 +52,23 @@ class DeviceRollout:
             return actor(td.select(*self._keys))
 
         self._policy = graphed(act, torch.device(device), warmup=4) if compile else act
+        self._td = None  # what the policy acts on next
 
-    def segment(self, seed: int, frames: int):
-        """`frames` frames in batches from worlds seeded with `seed` (every world restarts)."""
-        self._env.set_seed(seed)
-        td = self._env.restart()
-        for _ in range(frames // (self._steps * self._env.batch_size[0])):
-            td, batch = self._batch(td)
+    def state_dict(self) -> dict:
+        """What continuing needs: the worlds' state (their observations and step counts are
+        what the policy acts on next)."""
+        return {"copies": self._env.save_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._env.load_state(state_dict["copies"])
+        self._td = self._env.current()
+
+    def batches(self, count: int):
+        """The next `count` batches; the worlds' episodes run on from the last batch."""
+        if self._td is None:
+            self._td = self._env.current()
+        for _ in range(count):
+            self._td, batch = self._batch(self._td)
             yield batch
 
     @torch.no_grad()

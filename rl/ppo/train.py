@@ -4,8 +4,11 @@ clipping.
 
 `train` reads top to bottom: collect a batch, compute advantages and update, record the
 batch, evaluate when due, checkpoint when due. Everything the loop needs to continue is in
-`Run` (its modules, optimiser and schedule) and `Run.state` (counters and metric rows), saved
-as one `Checkpoint`, so a run resumes from any checkpoint it wrote.
+`Run` (its modules, optimiser, schedule and collection: the training envs' simulators,
+generators and pending observations) and `Run.state` (counters and metric rows), saved as
+one `Checkpoint`, so a run resumed from any checkpoint it wrote, on the frames or the
+minutes trigger, continues the very episodes it was collecting and ends as the
+uninterrupted run, bit for bit.
 
 One loop for every backend and device. A batch reads nothing on the host: its metrics stay
 on the device (rl.ppo.update.batch_metrics) and are copied in one go when the loop reports:
@@ -45,13 +48,14 @@ log = logging.getLogger("rl")
 TIMING_COLUMNS = ("frames_per_s", "wall_s")
 
 # Bumped when the loop's state layout or its numbers change (optimiser parameter order,
-# the training env: 3 = TrainingCopies): a checkpoint written by an older loop is then
-# refused with the "other settings" error.
-LOOP_VERSION = 3
+# the training env: 3 = TrainingCopies, 4 = one collector whose episodes continue across
+# segments): a checkpoint written by an older loop is then refused with the "other
+# settings" error.
+LOOP_VERSION = 4
 # The device-resident loop of env.backend mujoco-warp, versioned apart: its first version
 # replaced TorchRL's collector there (other numbers), and a warp checkpoint of the older loop
 # is refused, while the gymnasium backend's settings, and their hash, stay as they were.
-RESIDENT_LOOP_VERSION = 1
+RESIDENT_LOOP_VERSION = 2  # 2: the worlds' episodes continue across segments
 
 
 def is_resident(cfg: dict) -> bool:
@@ -61,8 +65,10 @@ def is_resident(cfg: dict) -> bool:
 
 def training_settings(cfg: dict) -> dict:
     """What a PPO run's numbers depend on: its config sections and the loop's version (a
-    checkpoint must match them)."""
+    checkpoint must match them). Not the checkpoint intervals: where checkpoints fall
+    changes no number, so changing them keeps a checkpoint usable."""
     settings = {k: cfg[k] for k in PPO_SECTIONS}
+    settings["ppo"] = {k: v for k, v in cfg["ppo"].items() if not k.startswith("checkpoint_")}
     settings["loop_version"] = LOOP_VERSION
     if is_resident(cfg):
         settings["resident_loop_version"] = RESIDENT_LOOP_VERSION
@@ -104,6 +110,7 @@ class Run:
     sched: object
     ckpt: Checkpoint
     state: dict
+    collection: object = None
     snapshots: Snapshots | None = None
 
     @property
@@ -114,6 +121,7 @@ class Run:
             "critic": self.critic,
             "optim": self.optim,
             "sched": self.sched,
+            "collection": self.collection,
         }
 
     @property
@@ -137,7 +145,8 @@ def _schedule(optim, ppo: dict):
 
 
 def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
-    """Build the run (seeded) and restore its checkpoint when there is one."""
+    """Build the run (seeded), its collection included, and restore its checkpoint when
+    there is one; `run.collection.shutdown()` when done."""
     ppo = cfg["ppo"]
     device = resolve_device(cfg["device"])
     torch.manual_seed(seed)
@@ -178,7 +187,12 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
         ckpt=ckpt,
         state=state,
     )
-    _restore(run)
+    run.collection = make_collection(cfg, seed, obs_stats, env, actor, device)
+    try:
+        _restore(run)
+    except BaseException:
+        run.collection.shutdown()
+        raise
     # made after the restore: a graphed step keeps the tensors it was captured with
     run.step = make_step(loss_module, optim, params, ppo, graph=graph, device=device)
     return run
@@ -192,13 +206,7 @@ def _restore(run: Run) -> None:
     if is_resident(run.cfg):  # the checkpoint loads on the CPU; the lr lives on the device
         for group in run.optim.param_groups:
             group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=run.device)
-    exact = resumed["segment_start"] == resumed["frames"]
-    log.info(
-        "resuming from checkpoint %s at frame %d%s",
-        run.ckpt.path,
-        resumed["frames"],
-        "" if exact else " (mid-segment: in-flight episodes restart)",
-    )
+    log.info("resuming from checkpoint %s at frame %d", run.ckpt.path, resumed["frames"])
 
 
 def learn(run: Run, data) -> torch.Tensor:
@@ -302,15 +310,15 @@ class Due:
         return False
 
 
-def train_segment(run: Run, collection, seed: int, due: Due, progress, on_batch, batch_guard):
+def train_segment(run: Run, due: Due, progress, on_batch, batch_guard):
     """Collect, update, report, evaluate when due, checkpoint when due: one checkpoint
-    segment, from environments seeded by (seed, frames done). `batch_guard()` is entered
+    segment, its batches continuing the episodes of the last. `batch_guard()` is entered
     around each batch's collection and update (tests: no host sync there)."""
-    ppo, state = run.cfg["ppo"], run.state
+    ppo, state, collection = run.cfg["ppo"], run.state, run.collection
     end, frames = segment_frames(state, ppo)
     state["segment_start"] = last = state["frames"]
     last += frames
-    batches = collection.segment(seed + state["frames"], frames)
+    batches = collection.batches(frames // ppo["frames_per_batch"])
     pending = []  # the batches whose metrics are still on the device
     t_batch = time.perf_counter()
     while True:
@@ -345,6 +353,27 @@ def train_segment(run: Run, collection, seed: int, due: Due, progress, on_batch,
         due.checkpointed()
 
 
+def _loop(run: Run, on_batch, snapshot_every: int | None, guard) -> None:
+    ppo, state = run.cfg["ppo"], run.state
+    if snapshot_every:
+        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
+        snapshot(run)
+    if on_batch is not None:  # rows a killed process may not have logged yet
+        evals = {e["frames"]: e for e in state["eval"]}
+        for row in state["metrics"]:
+            on_batch(row, evals.get(row["frames"]))
+    interval = run.cfg["progress"]["log_interval_seconds"]
+    progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
+    # on a GPU the batches of a log interval run back to back; on the CPU a batch's metrics
+    # are on the host already, so each is reported as it ends (a diverged run stops at once)
+    due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
+    try:
+        while state["frames"] < ppo["total_frames"]:
+            train_segment(run, due, progress, on_batch, guard)
+    finally:
+        progress.close()
+
+
 def train(
     cfg: dict,
     seed: int,
@@ -362,38 +391,20 @@ def train(
     `state['snapshots']` holds a copy of the actor at 0 and every that many frames
     (rl.core.snapshots); taking them changes no number.
 
-    Resumable: the run is cut into segments of `checkpoint_interval_frames`; each
-    segment starts a collector on environments seeded from (seed, frames done), and ends
-    with a checkpoint of everything the loop needs. A run resumed from such a checkpoint
-    therefore reproduces the uninterrupted run exactly. A checkpoint written on the
-    minutes trigger sits mid-segment: resuming from it restarts the in-flight episodes
-    (named in the log), the rest of the state is exact. Resume needs the same settings:
-    a checkpoint from another config is refused.
+    Resumable: the run is cut into segments of `checkpoint_interval_frames`, each ending
+    with a checkpoint of everything the loop needs, the collection's state included (one
+    collector for the run: episodes run on across segments); more are written every
+    `checkpoint_interval_minutes` between batches. A run resumed from any of them
+    therefore reproduces the uninterrupted run exactly, and where checkpoints fall changes
+    no number. Resume needs the same settings: a checkpoint from another config is refused.
     """
-    ppo = cfg["ppo"]
     run = setup(cfg, seed, obs_stats, out_dir)
     state = run.state
-    if snapshot_every:
-        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
-        snapshot(run)
-    if on_batch is not None:  # rows a killed process may not have logged yet
-        evals = {e["frames"]: e for e in state["eval"]}
-        for row in state["metrics"]:
-            on_batch(row, evals.get(row["frames"]))
-    interval = cfg["progress"]["log_interval_seconds"]
-    progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
-    # on a GPU the batches of a log interval run back to back; on the CPU a batch's metrics
-    # are on the host already, so each is reported as it ends (a diverged run stops at once)
-    due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
-    collection = make_collection(cfg, obs_stats, run.env, run.actor, run.device)
-    guard = batch_guard or contextlib.nullcontext
     try:
         with run.ckpt.on_interrupt(lambda: f"frame {state['frames']}"):
-            while state["frames"] < ppo["total_frames"]:
-                train_segment(run, collection, seed, due, progress, on_batch, guard)
+            _loop(run, on_batch, snapshot_every, batch_guard or contextlib.nullcontext)
     finally:
-        progress.close()
-        collection.shutdown()
+        run.collection.shutdown()
         run.env.close()
         run.eval_env.close()
     return {

@@ -43,6 +43,11 @@ def _import_warp():
     return wp, mjw
 
 
+# mujoco-warp Data fields that, with the model, determine the next step (the integration
+# state; this model has no actuator activations or mocap bodies)
+_INTEGRATION = ("time", "qpos", "qvel", "qacc_warmstart")
+
+
 class WarpCopies(EnvBase):
     """`len(limits)` worlds of InvertedDoublePendulum-v5 in mujoco-warp as one batched TorchRL
     env (batch [n]) on `device` (cpu, or a cuda device: warp runs on the same one). The same
@@ -162,6 +167,46 @@ class WarpCopies(EnvBase):
             self._mjw.forward(self._model, self._data)
         self._obs = self.raw_observation()
 
+    def save_state(self) -> dict[str, torch.Tensor]:
+        """What continuing the worlds' episodes needs, as CPU tensors (as
+        TrainingCopies.save_state): each world's integration state (time, qpos, qvel, the
+        solver's warm start), the start generator, the observations and step counts."""
+        d = self._data
+        sim = {k: self._wp.to_torch(getattr(d, k)) for k in _INTEGRATION}
+        return {
+            **{k: v.detach().cpu().clone() for k, v in sim.items()},
+            "generator": self._generator.get_state(),
+            "obs": self._obs.cpu().clone(),
+            "count": self._count.cpu().clone(),
+        }
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from `save_state`'s output: the simulation cleared, the integration
+        state put back and the derived quantities computed (forward), as after the step and
+        restart that preceded the save."""
+        if state["obs"].shape != self._obs.shape:
+            raise ValueError(
+                f"The saved environment state is for observations {tuple(state['obs'].shape)}, "
+                f"this env has {tuple(self._obs.shape)}: it was written under another "
+                f"env.num_envs or task."
+            )
+        d = self._data
+        with self._scope():
+            self._mjw.reset_data(self._model, d)
+            for k in _INTEGRATION:
+                self._wp.to_torch(getattr(d, k)).copy_(state[k])
+            self._mjw.forward(self._model, d)
+        self._generator.set_state(state["generator"])
+        self._obs = state["obs"].to(self.device)
+        self._count = state["count"].to(self.device)
+
+    def current(self) -> TensorDict:
+        """Every world's observation and step count with cleared flags, without resetting."""
+        flags = torch.zeros((self.batch_size[0], 1), dtype=torch.bool, device=self.device)
+        return self._observe(
+            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
+        )
+
     # -- TorchRL's EnvBase
     def _set_seed(self, seed: int | None) -> None:
         if seed is None:
@@ -212,10 +257,7 @@ class WarpCopies(EnvBase):
             self._mjw.forward(self._model, self._data)
         self._obs = torch.where(column, self.raw_observation(), self._obs)
         self._count = self._count.masked_fill(column, 0)
-        flags = torch.zeros((n, 1), dtype=torch.bool, device=dev)
-        return self._observe(
-            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
-        )
+        return self.current()
 
     def _step(self, tensordict: TensorDict) -> TensorDict:
         return self.advance(tensordict["action"])
