@@ -1,6 +1,9 @@
 """Kill a real run with SIGKILL at a random moment after its first checkpoint, resume it
 the three ways users do, and check the result equals an uninterrupted run's: the metrics
-table (timing columns aside) and the final weights, bit for bit."""
+table (timing columns aside) and the final weights, bit for bit. The uninterrupted run
+checkpoints on the frame count; two of the killed runs checkpoint on the minutes trigger
+only (a checkpoint every ~0.1 s, wherever it falls, none on a frame count), so they resume
+from a minute-triggered checkpoint in the middle of their episodes."""
 
 import os
 import random
@@ -21,7 +24,7 @@ SEED_DIR = Path("results/resume/default/seed0")
 CKPT = SEED_DIR / "ppo" / "checkpoint.pt"
 
 
-def _config(workdir: Path) -> Path:
+def _config(workdir: Path, minutes: bool = False) -> Path:
     cfg = yaml.safe_load((workdir / "configs" / "ci.yaml").read_text())
     cfg["study"] = "resume"
     cfg["seeds"] = [0]
@@ -31,6 +34,8 @@ def _config(workdir: Path) -> Path:
         checkpoint_interval_frames=1024,
         eval_interval_frames=4096,
     )
+    if minutes:  # checkpoints on the minutes trigger alone
+        cfg["ppo"].update(checkpoint_interval_frames=10**9, checkpoint_interval_minutes=0.002)
     cfg["evaluation"]["episodes"] = 2
     path = workdir / "configs" / "resume.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -135,7 +140,7 @@ def test_whole_workflow_killed_then_rerun_incomplete(make_workdir, reference):
 
 def test_training_process_killed_and_retried(make_workdir, reference):
     workdir = make_workdir("resume-2")
-    _config(workdir)
+    _config(workdir, minutes=True)
     proc = _snakemake(workdir, "--retries", "1")
     _wait_for_checkpoint_then(workdir, proc)
     pids = _train_pids(workdir)
@@ -152,7 +157,7 @@ def test_training_process_killed_and_retried(make_workdir, reference):
 
 def test_verb_killed_and_rerun_by_hand(make_workdir, reference):
     workdir = make_workdir("resume-3")
-    cfg_path = _config(workdir)
+    cfg_path = _config(workdir, minutes=True)
     # the stats file and the MLflow store come from the workflow, as in a real study
     _finish(_snakemake(workdir, str(SEED_DIR / "obs_norm" / "stats.json")))
     line = [
