@@ -287,8 +287,10 @@ def test_divergence_stops_with_a_diagnosis_and_keeps_the_checkpoint(cfg, stats, 
 
     cfg["ppo"]["total_frames"] = 4096
     cfg["ppo"]["lr"] = 1e30  # the first update blows the weights up
-    with pytest.raises(TrainingDiverged, match="diverged at frame"):
+    with pytest.raises(TrainingDiverged, match="diverged at frame 0") as err:
         train(cfg, 0, stats, tmp_path)
+    assert "No checkpoint was written yet" in str(err.value)
+    assert "lower ppo.lr" in str(err.value)
 
 
 def test_training_episodes_are_truncated_not_terminated(cfg, stats):

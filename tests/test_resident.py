@@ -126,7 +126,7 @@ def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_
     from rl.core.checkpoint import Checkpoint, TrainingDiverged
     from rl.ppo.train import report
 
-    state = {"wall_s": 10.0, "metrics": [], "segment_start": 0}
+    state = {"wall_s": 10.0, "metrics": [], "checkpointed": None}
     run = SimpleNamespace(cfg={"ppo": {"reward_scale": 0.1}}, state=state)
     run.ckpt = Checkpoint(tmp_path / "checkpoint.pt", "settings", "PPO")
     vector = lambda reward, loss: torch.tensor(  # noqa: E731

@@ -133,8 +133,8 @@ class Run:
         return {}
 
     def checkpoint(self) -> None:
-        at = f"frame {self.state['frames']}"
-        self.ckpt.save(at, self.state, self.modules, self.generators)
+        self.state["checkpointed"] = self.state["frames"]
+        self.ckpt.save(f"frame {self.state['frames']}", self.state, self.modules, self.generators)
 
 
 def _schedule(optim, ppo: dict):
@@ -169,7 +169,7 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
     settings = config_hash(training_settings(cfg))
     ckpt = Checkpoint(Path(out_dir) / "checkpoint.pt", settings, "PPO")
     state = {"frames": 0, "batches": 0, "metrics": [], "eval": [], "wall_s": 0.0}
-    state |= {"settings": settings, "segment_start": 0}
+    state |= {"settings": settings, "checkpointed": None}
     advantage = make_advantage(critic, ppo, device)
     run = Run(
         cfg=cfg,
@@ -237,6 +237,13 @@ def report(run: Run, pending: list, since: float) -> list[dict]:
     return rows
 
 
+def _kept(run: Run) -> str:
+    at = run.state.get("checkpointed")
+    if at is None:
+        return "No checkpoint was written yet."
+    return f"The last good checkpoint ({run.ckpt.path}, frame {at}) is kept."
+
+
 def record(run: Run, row: dict, start: int) -> None:
     """Commit a batch's row to the loop state; a non-finite loss or gradient stops the run
     (`start`: the frames done before that batch)."""
@@ -245,9 +252,9 @@ def record(run: Run, row: dict, start: int) -> None:
             f"Training diverged at frame {start}: non-finite loss or "
             f"gradient (loss_objective={row['loss_objective']}, "
             f"loss_critic={row['loss_critic']}, grad_norm={row['grad_norm']}). "
-            f"The last good checkpoint ({run.ckpt.path}, frame "
-            f"{run.state['segment_start']}) is kept. Lower ppo.lr or ppo.max_grad_norm, "
-            f"or check the observation statistics, then rerun to resume."
+            f"{_kept(run)} Resuming under the same settings would diverge again (the run is "
+            f"deterministic): lower ppo.lr or ppo.max_grad_norm, or check the observation "
+            f"statistics, and rerun (a checkpoint of the old settings is refused: delete it)."
         )
     run.state["wall_s"] = row["wall_s"]
     run.state["metrics"].append(row)
@@ -316,8 +323,7 @@ def train_segment(run: Run, due: Due, progress, on_batch, batch_guard):
     around each batch's collection and update (tests: no host sync there)."""
     ppo, state, collection = run.cfg["ppo"], run.state, run.collection
     end, frames = segment_frames(state, ppo)
-    state["segment_start"] = last = state["frames"]
-    last += frames
+    last = state["frames"] + frames
     batches = collection.batches(frames // ppo["frames_per_batch"])
     pending = []  # the batches whose metrics are still on the device
     t_batch = time.perf_counter()
@@ -347,7 +353,6 @@ def train_segment(run: Run, due: Due, progress, on_batch, batch_guard):
             run.checkpoint()
             due.checkpointed()
         t_batch = time.perf_counter()  # evaluations and checkpoints are not throughput
-    state["segment_start"] = state["frames"]
     if state["frames"] < ppo["total_frames"]:
         run.checkpoint()
         due.checkpointed()
