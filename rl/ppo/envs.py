@@ -29,7 +29,7 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymWrapper
 
-from rl.ppo.specs import set_task_specs
+from rl.ppo.specs import cleared_flags, set_task_specs
 
 
 def make_env(
@@ -158,10 +158,7 @@ class TrainingCopies(EnvBase):
     def current(self) -> TensorDict:
         """Every copy's observation and step count with cleared flags, as a reset returns
         them, without resetting: what the policy acts on next."""
-        flags = torch.zeros(self.batch_size + (1,), dtype=torch.bool, device=self.device)
-        return self._observe(
-            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
-        )
+        return self._observe(cleared_flags(self))
 
     def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
         mask = None

@@ -7,6 +7,12 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 
+def cleared_flags(env: EnvBase) -> dict[str, torch.Tensor]:
+    """done/terminated/truncated all False, as a reset returns them (both envs' `current`)."""
+    flags = torch.zeros((env.batch_size[0], 1), dtype=torch.bool, device=env.device)
+    return {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
+
+
 def set_task_specs(env: EnvBase, obs_dim: int, low, high, max_steps: int) -> None:
     """The specs of a training env of batch [n] (TrainingCopies, WarpCopies): float32
     observations and a step count, float32 actions in [low, high], a float32 reward, and

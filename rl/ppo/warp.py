@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs import EnvBase
 
-from rl.ppo.specs import set_task_specs
+from rl.ppo.specs import cleared_flags, set_task_specs
 
 log = logging.getLogger("rl")
 
@@ -160,21 +160,26 @@ class WarpCopies(EnvBase):
         """Put every world in the state (qpos, qvel) (n, nq)/(n, nv), as gymnasium's set_state
         does: a cleared simulation state, then the derived quantities computed (forward);
         the observation buffer takes the new state's observation."""
-        with self._scope():
-            self._mjw.reset_data(self._model, self._data)
-            self._qpos.copy_(qpos)
-            self._qvel.copy_(qvel)
-            self._mjw.forward(self._model, self._data)
+        self._put({"qpos": qpos, "qvel": qvel})
         self._obs = self.raw_observation()
+
+    def _put(self, fields: dict[str, torch.Tensor]) -> None:
+        """A cleared simulation state, `fields` (Data field name: values) copied in, then
+        the derived quantities computed (forward)."""
+        d = self._data
+        with self._scope():
+            self._mjw.reset_data(self._model, d)
+            for name, values in fields.items():
+                self._wp.to_torch(getattr(d, name)).copy_(values)
+            self._mjw.forward(self._model, d)
 
     def save_state(self) -> dict[str, torch.Tensor]:
         """What continuing the worlds' episodes needs, as CPU tensors (as
         TrainingCopies.save_state): each world's integration state (time, qpos, qvel, the
         solver's warm start), the start generator, the observations and step counts."""
         d = self._data
-        sim = {k: self._wp.to_torch(getattr(d, k)) for k in _INTEGRATION}
         return {
-            **{k: v.detach().cpu().clone() for k, v in sim.items()},
+            **{k: self._wp.to_torch(getattr(d, k)).cpu().clone() for k in _INTEGRATION},
             "generator": self._generator.get_state(),
             "obs": self._obs.cpu().clone(),
             "count": self._count.cpu().clone(),
@@ -190,22 +195,14 @@ class WarpCopies(EnvBase):
                 f"this env has {tuple(self._obs.shape)}: it was written under another "
                 f"env.num_envs or task."
             )
-        d = self._data
-        with self._scope():
-            self._mjw.reset_data(self._model, d)
-            for k in _INTEGRATION:
-                self._wp.to_torch(getattr(d, k)).copy_(state[k])
-            self._mjw.forward(self._model, d)
+        self._put({k: state[k] for k in _INTEGRATION})
         self._generator.set_state(state["generator"])
         self._obs = state["obs"].to(self.device)
         self._count = state["count"].to(self.device)
 
     def current(self) -> TensorDict:
         """Every world's observation and step count with cleared flags, without resetting."""
-        flags = torch.zeros((self.batch_size[0], 1), dtype=torch.bool, device=self.device)
-        return self._observe(
-            {"done": flags, "terminated": flags.clone(), "truncated": flags.clone()}
-        )
+        return self._observe(cleared_flags(self))
 
     # -- TorchRL's EnvBase
     def _set_seed(self, seed: int | None) -> None:
