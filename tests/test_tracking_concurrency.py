@@ -4,9 +4,11 @@ server over HTTP; afterwards every param, metric step and artifact is counted: n
 nothing duplicated, nothing misfiled. Each store's throughput (metric points/s while the
 writers run) is printed; docs/tracking.md records it."""
 
+import faulthandler
 import json
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import time
 
@@ -17,12 +19,15 @@ from rl.tracking import store as tracking
 from rl.tracking.run import StageRun
 
 WORKERS, ROUNDS, STEPS, KEYS, ARTIFACTS = 32, 1, 60, ("reward", "loss", "lr"), 3
+DEADLINE_S = 900  # ~2 min on a quiet 2-core machine; 7x that is a hang, not a slow machine
 TOKEN = "s3cr3t-T0KEN"  # a bearer token in the jobs' environment, never recorded
 pytestmark = pytest.mark.slow
 
 
 def _worker(cfg, marker, seed, barrier, out_dir, spans):
     os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
+    # a worker still busy near the deadline prints where each of its threads waits
+    faulthandler.dump_traceback_later(DEADLINE_S - 120, exit=False)
     provenance = {"config_hash": config_mod.config_hash(cfg), "rule": "stress"}
     for rnd in range(ROUNDS):
         files = []
@@ -53,6 +58,38 @@ def _store(kind, ci_config, tmp_path, mlflow_empty_db, request):
     return cfg, marker, tracking.init_store(cfg, cfg["seeds"], ["default"], marker)
 
 
+def _spans(spans, procs, request) -> list[tuple]:
+    """Every worker's (round, start, end), or a failure as soon as a worker dies or the
+    deadline passes, naming the workers and showing the server's log (a hang on the server
+    otherwise waits out MLflow's 7 retries of 120 s each, per request)."""
+    timings, deadline = [], time.monotonic() + DEADLINE_S
+    while len(timings) < WORKERS * ROUNDS:
+        try:
+            timings.append(spans.get(timeout=5))
+            continue
+        except queue.Empty:
+            pass
+        dead = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode not in (None, 0)}
+        late = time.monotonic() > deadline
+        if dead or late:
+            waiting = [i for i, p in enumerate(procs) if p.exitcode is None]
+            for p in procs:
+                p.terminate()
+            log = ""
+            if request is not None:
+                folder = request.getfixturevalue("tracking_server").logs
+                log = "".join(
+                    f"\n--- {f.name} (tail) ---\n{f.read_text(errors='replace')[-4000:]}"
+                    for f in sorted(folder.glob("*.log"))
+                )
+            pytest.fail(
+                f"{len(timings)} of {WORKERS * ROUNDS} writers finished; exit codes of the "
+                f"failed ones {dead}, still running after {DEADLINE_S} s: {waiting}. Their "
+                f"tracebacks are in the captured stderr.{log}"
+            )
+    return timings
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "server"])
 def test_parallel_writers_lose_and_duplicate_nothing(
     kind, ci_config, tmp_path, mlflow_empty_db, request
@@ -69,7 +106,7 @@ def test_parallel_writers_lose_and_duplicate_nothing(
         procs.append(ctx.Process(target=_worker, args=(cfg, marker, seed, barrier, out, spans)))
     for p in procs:
         p.start()
-    timings = [spans.get(timeout=1800) for _ in range(WORKERS * ROUNDS)]
+    timings = _spans(spans, procs, request if kind == "server" else None)
     for p in procs:
         p.join(timeout=300)
     assert [p.exitcode for p in procs] == [0] * WORKERS
