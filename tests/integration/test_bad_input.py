@@ -529,7 +529,15 @@ def test_ctrl_c_exits_cleanly_and_resumes(study: Path):
     cmd = rl("train-ppo", "--config", cfg, "--seed", "0", "--obs-stats", str(STATS),
              "--out-dir", out)  # fmt: skip
     ckpt = study / out / "checkpoint.pt"
-    proc = subprocess.Popen(cmd, cwd=study, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`cmd &` without job control, nohup) ignores SIGINT and its
+    # children inherit that, so Python installs no Ctrl-C handler: the child gets the default
+    proc = subprocess.Popen(
+        cmd,
+        cwd=study,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(proc.kill)
         deadline = time.monotonic() + 240
