@@ -289,6 +289,32 @@ def test_misconfigured_server_is_named(cfg, tmp_path, monkeypatch, status, body,
         server.shutdown()
 
 
+class _SlowServer(_FakeServer):
+    """Alive but busy: takes the connection at once and answers only after a while."""
+
+    status, body, delay = 200, b"{}", 3.0
+
+    def _answer(self):
+        time.sleep(self.delay)
+        super()._answer()
+
+    do_GET = do_POST = _answer
+
+
+def test_busy_server_is_waited_for_not_called_unreachable(cfg, tmp_path, monkeypatch):
+    # 32 jobs starting at once made a real server answer the check late; a health check
+    # that timed out the answer like the connection killed jobs of a healthy study
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        t0 = time.monotonic()
+        tracking.check_store(uri, 1, initialised=True)  # connection at once, answer after 3 s
+        assert time.monotonic() - t0 >= _SlowServer.delay
+    finally:
+        server.shutdown()
+
+
 def test_file_store_is_refused_with_the_fix(cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
     with pytest.raises(TrackingUnavailable, match="sqlite"):

@@ -9,8 +9,10 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import re
 import shutil
 import time
+import traceback
 
 import pytest
 
@@ -25,6 +27,16 @@ pytestmark = pytest.mark.slow
 
 
 def _worker(cfg, marker, seed, barrier, out_dir, spans):
+    """One writer; a failure goes back on `spans` with its traceback, so the test's own
+    message says why a writer died (a child's stderr is not in CI's summary)."""
+    try:
+        _write(cfg, marker, seed, barrier, out_dir, spans)
+    except BaseException:
+        spans.put(("failed", seed, traceback.format_exc()[-3000:]))
+        raise
+
+
+def _write(cfg, marker, seed, barrier, out_dir, spans):
     os.environ["MLFLOW_TRACKING_TOKEN"] = TOKEN
     # a worker still busy near the deadline prints where each of its threads waits
     faulthandler.dump_traceback_later(DEADLINE_S - 120, exit=False)
@@ -58,34 +70,56 @@ def _store(kind, ci_config, tmp_path, mlflow_empty_db, request):
     return cfg, marker, tracking.init_store(cfg, cfg["seeds"], ["default"], marker)
 
 
+def _unusual(log: str) -> list[str]:
+    return [line for line in log.splitlines() if not re.search(r'HTTP/1\.1" 2\d\d ', line)]
+
+
 def _spans(spans, procs, request) -> list[tuple]:
     """Every worker's (round, start, end), or a failure as soon as a worker dies or the
     deadline passes, naming the workers and showing the server's log (a hang on the server
     otherwise waits out MLflow's 7 retries of 120 s each, per request)."""
-    timings, deadline = [], time.monotonic() + DEADLINE_S
+    timings, failures, deadline = [], {}, time.monotonic() + DEADLINE_S
     while len(timings) < WORKERS * ROUNDS:
         try:
-            timings.append(spans.get(timeout=5))
-            continue
+            item = spans.get(timeout=5)
+            if item[0] == "failed":
+                failures[item[1]] = item[2]
+            else:
+                timings.append(item)
+                continue
         except queue.Empty:
             pass
         dead = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode not in (None, 0)}
         late = time.monotonic() > deadline
-        if dead or late:
+        if dead or failures or late:
+            time.sleep(2)  # the other writers' failures of the same moment
+            while True:
+                try:
+                    item = spans.get_nowait()
+                except queue.Empty:
+                    break
+                if item[0] == "failed":
+                    failures[item[1]] = item[2]
+            dead = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode not in (None, 0)}
             waiting = [i for i, p in enumerate(procs) if p.exitcode is None]
             for p in procs:
                 p.terminate()
             log = ""
             if request is not None:
                 folder = request.getfixturevalue("tracking_server").logs
-                log = "".join(
-                    f"\n--- {f.name} (tail) ---\n{f.read_text(errors='replace')[-4000:]}"
+                log = "".join(  # what is not an answered request: errors, warnings
+                    f"\n--- {f.name}, last 40 lines other than 2xx answers ---\n"
+                    + "\n".join(_unusual(f.read_text(errors="replace"))[-40:])
                     for f in sorted(folder.glob("*.log"))
                 )
+            tracebacks = "".join(
+                f"\n--- writer {seed} ---\n{text}" for seed, text in sorted(failures.items())
+            )
             pytest.fail(
                 f"{len(timings)} of {WORKERS * ROUNDS} writers finished; exit codes of the "
-                f"failed ones {dead}, still running after {DEADLINE_S} s: {waiting}. Their "
-                f"tracebacks are in the captured stderr.{log}"
+                f"failed ones {dead}, still running: {waiting} "
+                f"({time.monotonic() - deadline + DEADLINE_S:.0f} s after the start)."
+                f"{tracebacks}{log}"
             )
     return timings
 

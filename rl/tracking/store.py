@@ -149,22 +149,30 @@ def _check_database(uri: str, timeout_s: float) -> None:
 
 
 def _check_http(uri: str, timeout_s: float) -> None:
+    """A server that does not take the connection within `timeout_s` is unreachable. One
+    that took it is alive: it gets MLflow's own request timeout to answer, because a server
+    busy with many jobs starting at once (a study fanning out, 32 writers in the load test)
+    answers late, and a job must not die of that before it starts."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
+    read_s = max(timeout_s, MLFLOW_HTTP_REQUEST_TIMEOUT.get())
     try:
         resp = http_request(
             get_default_host_creds(uri),
             "/api/2.0/mlflow/experiments/search",
             "POST",
             max_retries=0,
-            timeout=timeout_s,
+            timeout=(timeout_s, read_s),  # requests: (connect, read)
             raise_on_status=False,
             json={"max_results": 1},
         )
     except Exception as exc:
         raise _unavailable(
-            uri, f"no answer within {timeout_s:g} s ({type(exc).__name__}: {str(exc)[:300]})"
+            uri,
+            f"no connection within {timeout_s:g} s or no answer within {read_s:g} s "
+            f"({type(exc).__name__}: {str(exc)[:300]})",
         ) from None
     if resp.status_code in (401, 403):
         raise _unavailable(
