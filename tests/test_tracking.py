@@ -301,7 +301,7 @@ class _SlowServer(_FakeServer):
     do_GET = do_POST = _answer
 
 
-def test_busy_server_is_waited_for_not_called_unreachable(cfg, tmp_path, monkeypatch):
+def test_busy_server_is_waited_for_not_called_unreachable():
     # 32 jobs starting at once made a real server answer the check late; a health check
     # that timed out the answer like the connection killed jobs of a healthy study
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowServer)

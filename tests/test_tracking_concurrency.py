@@ -79,27 +79,26 @@ def _spans(spans, procs, request) -> list[tuple]:
     deadline passes, naming the workers and showing the server's log (a hang on the server
     otherwise waits out MLflow's 7 retries of 120 s each, per request)."""
     timings, failures, deadline = [], {}, time.monotonic() + DEADLINE_S
+
+    def take(item: tuple) -> None:
+        if item[0] == "failed":
+            failures[item[1]] = item[2]
+        else:
+            timings.append(item)
+
     while len(timings) < WORKERS * ROUNDS:
         try:
-            item = spans.get(timeout=5)
-            if item[0] == "failed":
-                failures[item[1]] = item[2]
-            else:
-                timings.append(item)
-                continue
+            take(spans.get(timeout=5))
         except queue.Empty:
             pass
-        dead = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode not in (None, 0)}
-        late = time.monotonic() > deadline
-        if dead or failures or late:
+        crashed = any(p.exitcode not in (None, 0) for p in procs)
+        if crashed or failures or time.monotonic() > deadline:
             time.sleep(2)  # the other writers' failures of the same moment
             while True:
                 try:
-                    item = spans.get_nowait()
+                    take(spans.get_nowait())
                 except queue.Empty:
                     break
-                if item[0] == "failed":
-                    failures[item[1]] = item[2]
             dead = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode not in (None, 0)}
             waiting = [i for i, p in enumerate(procs) if p.exitcode is None]
             for p in procs:
