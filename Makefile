@@ -7,7 +7,7 @@ BIN := $(abspath $(VENV))/bin
 # The venv first on PATH: its snakemake, and the interpreter the rules run `-m rl` with.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lint ui tracking-server clean-ci bench bench-quick figures reference
+.PHONY: install run test test-unit test-workflow test-system lint ui tracking-server clean-ci bench bench-quick figures reference
 
 # The training image (docs/containers.md). ENGINE: docker when installed, else podman.
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
@@ -33,8 +33,20 @@ install: $(VENV)/.installed
 run: install  ## the default study (configs/default.yaml) on the CPU, local sqlite MLflow
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 
-test: install  ## every test, the integration and slow ones included
-	$(BIN)/python -m pytest
+# The tests in three tiers (docs/testing.md), on TEST_WORKERS pytest-xdist processes.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+test: install  ## every tier: unit, workflow and system (what CI runs)
+	$(PYTEST) tests
+
+test-unit: install  ## the fast tier: in-process checks, no workflow run, service or container
+	$(PYTEST) tests/unit
+
+test-workflow: install  ## real snakemake runs of small configs, resume, kill and bad-input tests
+	$(PYTEST) tests/workflow
+
+test-system: install  ## the image (podman), SLURM, the PostgreSQL tracking server, Chromium
+	$(PYTEST) tests/system
 
 # Benchmarks (not tests): ours beside the tutorials in benchmarks/baselines (kept unchanged;
 # BASELINES=... for another copy), same run, medians.
@@ -45,7 +57,7 @@ bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum s
 bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds of configs/fast.yaml, final fresh-episode checks, figure
 	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --baseline $(BASELINES)
 
-# snakefmt at ruff's line length (pyproject.toml [tool.ruff]); tests/test_workflow_lint.py too
+# snakefmt at ruff's line length (pyproject.toml [tool.ruff]); tests/unit/test_workflow_lint.py too
 RULES_LINE_LENGTH := $(shell sed -n 's/^line-length = //p' pyproject.toml)
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -54,10 +54,11 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c 'import torchrl, tensordict, gymnasium, mujoco, warp, mujoco_warp, jsonschema, rl.ppo.train; print("imports ok: torchrl", torchrl.__version__, "tensordict", tensordict.__version__, "warp", warp.config.version)'
 
 phase "GPU tests"
-if [ "$DEVICE" = cuda ]; then SELECT=(-m cuda); else SELECT=(-m "not slow and not cuda"); fi
+if [ "$DEVICE" = cuda ]; then SELECT=(-m cuda); else SELECT=(-m "unit and not cuda"); fi
 set +e
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider "${SELECT[@]}" \
-  tests/test_resident.py tests/test_warp_env.py 2>&1 | tee "$RESULT/tests.log"
+  tests/unit/test_resident.py tests/workflow/test_resident_training.py tests/unit/test_warp_env.py \
+  2>&1 | tee "$RESULT/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 set -e
 "$PY" - "$RESULT" "$TESTS_RC" "$(elapsed)" <<'EOF'

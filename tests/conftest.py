@@ -1,14 +1,87 @@
+"""Fixtures every tier shares, and the tiers themselves: a test's folder is its tier.
+
+- tests/unit/: in-process checks, no workflow run, service or container (minutes in all).
+- tests/workflow/: real snakemake runs of small configs, resume and kill tests, bad input,
+  real training.
+- tests/system/: the podman-built image, SLURM, the PostgreSQL tracking server, Chromium.
+
+One hook marks each test with its tier (`-m unit` works like `tests/unit`) and with the
+pytest-xdist group that keeps a module, or the modules sharing a costly fixture, on one
+worker. Another sums each tier's share of the test time at the end of the run.
+"""
+
 import copy
 import os
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
+from support.services import free_port, server_folder
+from support.workflow import copy_workflow, snakemake
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "workflow", "system")
+# Modules that share a fixture too costly to build twice (the image, the tracking server), or
+# that run snakemake in the shared ci study while others copy it, run on one xdist worker.
+SHARED = {
+    "workflow/test_workflow.py": "ci-study",
+    "workflow/test_bad_input.py": "ci-study",
+    "workflow/test_tracking_study.py": "ci-study",
+    "system/test_mlflow_ui.py": "ci-study",
+    "system/test_container.py": "image",
+    "system/test_cluster.py": "image",
+    "system/test_tracking_server.py": "tracking-server",
+    "system/test_tracking_concurrency.py": "tracking-server",
+}
 # MuJoCo picks its OpenGL backend when first imported: headless EGL for every test (as the
 # verbs and the image do), set before any test makes an environment.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _tier(path: Path) -> str:
+    parts = path.relative_to(TESTS).parts
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(
+            f"{path}: a test module belongs in tests/unit, tests/workflow or tests/system"
+        )
+    return parts[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = Path(item.path)
+        item.add_marker(_tier(path))
+        module = path.relative_to(TESTS).as_posix()
+        item.add_marker(pytest.mark.xdist_group(SHARED.get(module, module)))
+
+
+_seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    """Each tier's test time (set-up, call and tear-down), summed across xdist workers."""
+    path = report.nodeid.split("::")[0]
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[0] == "tests" and parts[1] in TIERS:
+        _seconds[parts[1]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    total = sum(_seconds.values())
+    if not total:
+        return
+    shares = ", ".join(
+        f"{tier} {_seconds[tier]:.0f} s ({_seconds[tier] / total:.0%})"
+        for tier in TIERS
+        if tier in _seconds
+    )
+    terminalreporter.write_line(
+        f"test time by tier (summed over workers): {shares}; total {total:.0f} s"
+    )
 
 
 @pytest.fixture
@@ -31,82 +104,28 @@ def mlflow_empty_db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def make_workdir(tmp_path_factory):
     """A factory of fresh copies of the workflow (Snakefile, workflow/, configs/, rl/)."""
-    import shutil
-
-    def make(name: str = "wf") -> Path:
-        root = tmp_path_factory.mktemp(name)
-        for item in ("Snakefile", "workflow", "configs", "rl"):
-            src = REPO / item
-            if src.is_dir():
-                shutil.copytree(
-                    src, root / item, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-                )
-            else:
-                shutil.copy2(src, root / item)
-        return root
-
-    return make
+    return lambda name="wf": copy_workflow(tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="session")
-def ci_workdir(make_workdir) -> Path:
-    """A copy of the workflow to run the ci study in."""
-    return make_workdir("wf")
+def ci_study(tmp_path_factory, request):
+    """The real workflow on configs/ci.yaml, run once per `pytest` run by the real snakemake,
+    whichever xdist worker asks first (the others wait for it and share it): (workdir, the
+    raw ci config, snakemake's CompletedProcess). Tests must not change it."""
+    from filelock import FileLock
 
-
-def snakemake(workdir: Path, *args: str, cores: str = "2", check: bool = True, env=None):
-    """The real snakemake in `workdir`, as a user runs it (the venv's tools first on PATH);
-    a failure shows the end of its output."""
-    import subprocess
-    import sys
-
-    env = dict(os.environ if env is None else env)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "snakemake", "--cores", cores, *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-def run_study(make_workdir, name: str, configfile: str) -> tuple[Path, dict, Path]:
-    """A fresh copy of the workflow that ran `configfile` to the end: (workdir, the validated
-    config, the study's results folder)."""
-    from rl.core import config
-
-    workdir = make_workdir(name)
-    snakemake(workdir, "--configfile", configfile)
-    with open(workdir / configfile) as f:
-        cfg = config.validate(yaml.safe_load(f))
-    return workdir, cfg, workdir / cfg["results_dir"] / cfg["study"]
-
-
-@pytest.fixture(scope="session")
-def ci_study(ci_workdir):
-    """The real workflow on configs/ci.yaml, run once per session by the real snakemake:
-    (workdir, the raw ci config, snakemake's CompletedProcess). Tests must not change it."""
-    proc = snakemake(ci_workdir, "--configfile", "configs/ci.yaml")
-    with open(ci_workdir / "configs" / "ci.yaml") as f:
+    shared = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: the folder they all share
+        shared = shared.parent
+    workdir, done = shared / "ci-study", shared / "ci-study.done"
+    with FileLock(shared / "ci-study.lock"):
+        if not done.exists():
+            copy_workflow(workdir)
+            proc = snakemake(workdir, "--configfile", "configs/ci.yaml")
+            done.write_text(proc.stdout + proc.stderr)
+    with open(workdir / "configs" / "ci.yaml") as f:
         cfg = yaml.safe_load(f)
-    return ci_workdir, cfg, proc
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_folder() -> Path:
-    """A fresh folder for a tracking server: under /tmp, not pytest's tmp_path, whose root is
-    private to root, and PostgreSQL (which refuses root) runs as `postgres` there."""
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="rl-tracking-"))
-    root.chmod(0o755)
-    return root
+    return workdir, cfg, done.read_text()
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +136,9 @@ def tracking_server():
 
     from rl.tracking.server import TrackingServer
 
+    from support.services import require_postgres
+
+    require_postgres()
     root = server_folder()
     server = TrackingServer(root / "server", port=free_port(), workers=2)
     server.start()

@@ -95,7 +95,7 @@ class TrainingCopies(EnvBase):
     same computation: (obs - loc) / scale in float64, then float32.
     Seeding as GymWrapper over a gymnasium vector env: `set_seed(s)` resets copy i with
     seed s + i; later resets draw from the copies' own generators. Each copy's first
-    episode is `make_env`'s step for step (tests/test_ppo.py checks it); later starts are
+    episode is `make_env`'s step for step (tests/unit/test_ppo.py checks it); later starts are
     drawn in another order (there gymnasium autoresets within the step, then TorchRL
     resets again). With `same_step_autoreset` a copy also draws a start inside the step
     that ends its episode, as gymnasium's vector env does, so every episode is make_env's
@@ -329,7 +329,7 @@ def make_eval_env(
 ) -> TrainingCopies:
     """The evaluation env: one copy of the task itself (env.max_episode_steps, the task's
     start noise, raw rewards) whose episodes are make_env's, episode for episode
-    (same-step autoreset; tests/test_ppo.py checks it), at less cost (docs/benchmarks.md).
+    (same-step autoreset; tests/unit/test_ppo.py checks it), at less cost (docs/benchmarks.md).
     `render_size` (width, height): `env.render()` gives rgb_array frames of that size from
     `camera` (gymnasium's default_camera_config; None: the env's)."""
     kwargs = {}

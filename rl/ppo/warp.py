@@ -9,7 +9,7 @@ On CUDA the `frame_skip` physics steps of an env step are one captured CUDA grap
 
 Numbers: MuJoCo Warp computes in float32 (gymnasium's MuJoCo in float64), so a step from
 the same state and action agrees to float32 rounding, and trajectories drift apart as
-chaotic ones do (tests/test_warp_env.py states the tolerances). Starts are drawn from the
+chaotic ones do (tests/unit/test_warp_env.py states the tolerances). Starts are drawn from the
 task's distribution by a torch generator, not gymnasium's: same distribution, other draws.
 Evaluation (in training and at the end) always runs gymnasium's MuJoCo.
 """
@@ -249,7 +249,7 @@ class WarpCopies(EnvBase):
             self._qpos.copy_(torch.where(column, qpos, self._qpos))
             self._qvel.copy_(torch.where(column, qvel, self._qvel))
             # forward in every world: it recomputes derived quantities only (the other worlds'
-            # state and next step are unchanged; tests/test_warp_env.py checks it), so the
+            # state and next step are unchanged; tests/unit/test_warp_env.py checks it), so the
             # other worlds keep the observation of their last step from the buffer
             self._mjw.forward(self._model, self._data)
         self._obs = torch.where(column, self.raw_observation(), self._obs)

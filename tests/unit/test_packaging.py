@@ -1,11 +1,10 @@
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 def _pyproject_pins() -> list[str]:

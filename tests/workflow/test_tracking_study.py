@@ -6,14 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mlflow_records import records, sync, totals
 
 from rl.cli import STAGES
 from rl.core import config as config_mod
 from rl.tracking import store as tracking
 from rl.tracking.run import StageRun
 
-pytestmark = pytest.mark.slow
+from support.mlflow_records import records, sync, totals
+
 SECRET = "s3cr3t-T0KEN"
 
 

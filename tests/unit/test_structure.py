@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
+
 PACKAGE = REPO / "rl"
 MAX_MODULE_LINES = 420
 MAX_FUNCTION_LINES = 65

@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 def test_snakefmt_is_clean():

@@ -10,13 +10,14 @@ import time
 
 import pytest
 import yaml
-from conftest import free_port
 
 from rl.core import config as config_mod
 from rl.core.secrets import redact
 from rl.tracking import store as tracking
 from rl.tracking.run import StageRun
 from rl.tracking.store import TrackingUnavailable
+
+from support.services import free_port
 
 SECRET = "s3cr3t-T0KEN"
 
@@ -324,7 +325,6 @@ def test_file_store_is_refused_with_the_fix(cfg, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the policy model
 
 
-@pytest.mark.slow
 def test_logged_policy_loads_and_acts_like_the_evaluated_actor(cfg, store, monkeypatch):
     import mlflow
     import torch

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,22 +22,24 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import container_kit as kit
 import pytest
 import yaml
-from resume_checks import assert_one_training_run, assert_same_training, training_result
-from slurm_cluster import OneNodeSlurm, missing_binaries
 
-REPO = kit.REPO
-pytestmark = pytest.mark.slow
+from support import container_kit as kit
+from support import need
+from support.resume_checks import assert_one_training_run, assert_same_training, training_result
+from support.slurm_cluster import OneNodeSlurm, missing_binaries
+from support.workflow import copy_workflow
+
 RUN_TIMEOUT_S = 20 * 60
+SLURM_HOW = "apt-get install slurm-wlm munge slurmdbd mariadb-server"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    kit.need(os.geteuid() == 0, "a test SLURM cluster needs root (SlurmUser=root)")
+    need(os.geteuid() == 0, "a test SLURM cluster needs root (SlurmUser=root)", "run as root")
     missing = missing_binaries(accounting=True)
-    kit.need(not missing, f"SLURM/munge/slurmdbd/MariaDB missing: {missing}")
+    need(not missing, f"SLURM/munge/slurmdbd/MariaDB missing: {missing}", SLURM_HOW)
     root = tmp_path_factory.mktemp("slurm")
     with OneNodeSlurm(root, preemption=True, accounting=True, epilog=EPILOG) as c:
         c.add_account("rlproject")
@@ -111,16 +112,6 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.Com
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _workdir(root: Path) -> Path:
-    for name in ("Snakefile", "workflow", "configs", "rl"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
-    return root
-
-
 def _env(base: dict, first_on_path: Path) -> dict:
     env = dict(base)
     env.pop("RL_CONTAINER_IMAGE", None)
@@ -148,7 +139,7 @@ def _failure(proc: subprocess.CompletedProcess, cluster, workdir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, image, apptainer_calls, tmp_path_factory):
-    workdir = _workdir(tmp_path_factory.mktemp("wf-slurm"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf-slurm"))
     env = _env(cluster.env(), apptainer_calls.parent / "bin")
     env["RL_SLURM_PARTITION"] = "low"
     env["RL_SLURM_ACCOUNT"] = "rlproject"
@@ -299,7 +290,7 @@ def _start_now(cluster, job_id: str, seen: set[str]) -> bool:
 
 def _reference_run(root: Path) -> tuple:
     """The same config and seed, uninterrupted, in the same image, without SLURM."""
-    workdir = _workdir(root)
+    workdir = copy_workflow(root)
     configfile = _preempt_config(workdir)
     cmd = [sys.executable, "-m", "snakemake", str(PREEMPT_SEED_DIR / "ppo" / "policy.pt")]
     cmd += ["--cores", "4", "--sdm", "apptainer", "--set-threads", "train_ppo=4"]
@@ -315,7 +306,7 @@ def preempted_run(cluster, image, apptainer_calls, tmp_path_factory):
     (RL_SLURM_GPUS=0), pre-empted after its first checkpoint by a job in `high` that needs
     all the node's CPUs; SLURM's ~2 minutes before a requeued job may start are skipped.
     Snakemake follows the jobs with `sacct` (slurmdbd), not the profile's squeue."""
-    workdir = _workdir(tmp_path_factory.mktemp("wf-preempt"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf-preempt"))
     configfile = _preempt_config(workdir)
     env = _env(cluster.env(), apptainer_calls.parent / "bin")
     env.update(RL_SLURM_PARTITION="low", RL_SLURM_GPUS="0")

@@ -23,7 +23,6 @@ from rl.tracking.run import StageRun
 WORKERS, ROUNDS, STEPS, KEYS, ARTIFACTS = 32, 1, 60, ("reward", "loss", "lr"), 3
 DEADLINE_S = 900  # ~2 min on a quiet 2-core machine; 7x that is a hang, not a slow machine
 TOKEN = "s3cr3t-T0KEN"  # a bearer token in the jobs' environment, never recorded
-pytestmark = pytest.mark.slow
 
 
 def _worker(cfg, marker, seed, barrier, out_dir, spans):

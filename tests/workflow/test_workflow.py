@@ -1,8 +1,6 @@
 """The real Snakefile, run by the real snakemake on configs/ci.yaml in a temporary copy."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,23 +8,12 @@ import pytest
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-        )
-    return proc
+from support.workflow import snakemake
 
 
 @pytest.fixture(scope="module")
-def workdir(ci_workdir) -> Path:
-    return ci_workdir
+def workdir(ci_study) -> Path:
+    return ci_study[0]
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,10 @@
 
 The kit (`../shared/containers/` beside the repository, or $RL_CONTAINER_KIT) brings rootful
 podman, a stand-in for the `nvidia/cuda` base image (no registry is reachable here) and an
-`apptainer` shim backed by podman. The image is built from the real Dockerfile with the one
-test-only change the Dockerfile offers: TORCH_CHANNEL=local with the CPU torch wheel.
-Under CI=true a missing component fails the test instead of skipping it.
+`apptainer` shim backed by podman. The image is built from the real Dockerfile with the
+test-only settings it offers: TORCH_CHANNEL=local (the CPU torch wheel) and PIP_INDEX=none
+(every pin from a wheelhouse the host's pip fills from its own caches, so the build downloads
+nothing). Under CI=true a missing component fails the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -18,22 +19,15 @@ import time
 import tomllib
 from pathlib import Path
 
-import pytest
+from . import REPO, need
 
-REPO = Path(__file__).resolve().parent.parent
+KIT_HOW = "run the container test kit's setup-podman.sh (shared/containers, or $RL_CONTAINER_KIT)"
 DOCKERFILE = REPO / "containers" / "Dockerfile"
 TEST_IMAGE = "localhost/rl-pipeline:cpu-test"
 CA_BUNDLE = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
 BUILD_TIMEOUT_S = 40 * 60
-
-
-def need(ok: object, why: str) -> None:
-    """Skip when a system component is missing; under CI=true fail instead."""
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true and {why}: .ci/run must install it")
-    pytest.skip(why)
+# The test build's wheels, kept between sessions (build/ is git-ignored).
+WHEELHOUSE = REPO / "build" / "test-wheelhouse"
 
 
 def kit_dir() -> Path:
@@ -42,17 +36,21 @@ def kit_dir() -> Path:
 
 def require_kit() -> Path:
     kit = kit_dir()
-    need((kit / "apptainer").is_file(), f"the container test kit is missing at {kit}")
-    need(shutil.which("podman"), "podman is not installed (run the kit's setup-podman.sh)")
+    need((kit / "apptainer").is_file(), f"the container test kit is missing at {kit}", KIT_HOW)
+    need(shutil.which("podman"), "podman is not installed", KIT_HOW)
     return kit
 
 
-def pins() -> dict[str, str]:
-    """The image's pins: the runtime dependencies and the [warp] extra."""
+def requirements() -> list[str]:
+    """The image's requirements: the runtime dependencies and the [warp] extra."""
     with open(REPO / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
-    deps = project["dependencies"] + project["optional-dependencies"]["warp"]
-    return {re.split(r"[\[=]", d)[0]: d.split("==")[1] for d in deps}
+    return project["dependencies"] + project["optional-dependencies"]["warp"]
+
+
+def pins() -> dict[str, str]:
+    """The image's pins, by package name."""
+    return {re.split(r"[\[=]", d)[0]: d.split("==")[1] for d in requirements()}
 
 
 def version() -> str:
@@ -87,8 +85,21 @@ def cpu_torch_wheel() -> Path:
         found = sorted(folder.glob(pattern))
         if found:
             return found[0]
-    need(False, f"no {pattern} in pip's find-links folders {_find_links()}")
+    need(False, f"no {pattern} in pip's find-links folders {_find_links()}",
+         "put PyTorch's CPU wheel in a folder and name it in PIP_FIND_LINKS")  # fmt: skip
     raise AssertionError  # unreachable
+
+
+def wheelhouse() -> Path:
+    """Every wheel the test build installs: the pins, the [warp] extra and the pip the
+    Dockerfile upgrades to, made by the host's pip (its find-links give the CPU torch), so
+    the build installs offline. Kept in WHEELHOUSE; pip re-checks it in seconds."""
+    pip = re.search(r"pip install (pip==\S+)", DOCKERFILE.read_text()).group(1)
+    cpu_torch_wheel()
+    cmd = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(WHEELHOUSE), *requirements(), pip]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20 * 60)
+    assert proc.returncode == 0, f"pip wheel for the test image failed:\n{proc.stderr[-4000:]}"
+    return WHEELHOUSE
 
 
 def git_commit() -> str:
@@ -97,7 +108,7 @@ def git_commit() -> str:
 
 
 def _context(root: Path) -> Path:
-    """What the Dockerfile reads from the repository, plus the CPU wheel in containers/wheels."""
+    """What the Dockerfile reads from the repository, plus the wheelhouse in containers/wheels."""
     ctx = root / "context"
     skip = shutil.ignore_patterns("__pycache__", "*.whl")
     shutil.copytree(REPO / "containers", ctx / "containers", ignore=skip)
@@ -106,11 +117,11 @@ def _context(root: Path) -> Path:
         shutil.copy2(REPO / name, ctx / name)
     wheels = ctx / "containers" / "wheels"
     wheels.mkdir(exist_ok=True)
-    wheel = cpu_torch_wheel()
-    try:
-        os.link(wheel, wheels / wheel.name)  # 190 MB: no copy when on the same file system
-    except OSError:
-        shutil.copy2(wheel, wheels / wheel.name)
+    for wheel in wheelhouse().glob("*.whl"):
+        try:
+            os.link(wheel, wheels / wheel.name)  # 640 MB: no copy on the same file system
+        except OSError:
+            shutil.copy2(wheel, wheels / wheel.name)
     return ctx
 
 
@@ -127,7 +138,8 @@ def build_test_image(root: Path, tag: str = TEST_IMAGE) -> dict:
     subprocess.run([str(kit / "make-standin-base.sh"), base_image()], check=True, timeout=15 * 60)
     t_base = time.monotonic() - t0
     cmd = ["podman", "build", "-f", "containers/Dockerfile", "-t", tag]
-    cmd += ["--build-arg", "TORCH_CHANNEL=local", "--build-arg", f"VERSION={version()}"]
+    cmd += ["--build-arg", "TORCH_CHANNEL=local", "--build-arg", "PIP_INDEX=none"]
+    cmd += ["--build-arg", f"VERSION={version()}"]
     commit = git_commit()
     cmd += ["--build-arg", f"VCS_REF={commit}", "--build-arg", f"SOURCE={REPO}"]
     if CA_BUNDLE.is_file():  # TLS-intercepting proxy: pip inside the build needs its CA

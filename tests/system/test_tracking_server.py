@@ -13,14 +13,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, server_folder, snakemake
-from mlflow_records import records, sync, totals
 
 from rl.cli import STAGES
 from rl.tracking.server import ServerError, TrackingServer
 
-pytestmark = pytest.mark.slow
+from support.mlflow_records import records, sync, totals
+from support.services import free_port, require_postgres, server_folder
+from support.workflow import snakemake
+
 NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def postgres():
+    require_postgres()
 
 
 def _env(**extra) -> dict:

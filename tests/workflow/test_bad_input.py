@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
-
 STUDY = Path("results/ci")
 SEED0 = STUDY / "default" / "seed0"
 STATS = SEED0 / "obs_norm" / "stats.json"

@@ -8,13 +8,10 @@ on CUDA the same batch also runs under torch.cuda.set_sync_debug_mode("error"), 
 those (tests marked `cuda`, run by benchmarks/gpu_check.sh on a GPU machine).
 """
 
-import contextlib
-import itertools
 import subprocess
 import sys
 import time
 
-import pandas as pd
 import pytest
 import torch
 from torchrl.collectors import Collector
@@ -23,97 +20,10 @@ from rl.core import config
 from rl.ppo.envs import make_training_env, observation_stats
 from rl.ppo.models import make_actor_critic
 from rl.ppo.resident import DeviceRollout
-from rl.ppo.train import TIMING_COLUMNS, train
+from rl.ppo.train import train
 
-REPO = config.SCHEMA_PATH.parents[2]
-GPU_CONFIG = REPO / "configs" / "gpu.yaml"
-CONVERSIONS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
-CUDA_MARKS = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
-
-
-def cuda(test):
-    for mark in CUDA_MARKS:
-        test = mark(test)
-    return test
-
-
-class HostSync(AssertionError):
-    """A tensor was read on the host inside a batch."""
-
-
-@contextlib.contextmanager
-def no_host_reads(device: torch.device):
-    """Every tensor-to-Python conversion raises HostSync; on CUDA, every synchronising CUDA
-    operation raises too (torch's sync debug mode)."""
-    saved = {name: getattr(torch.Tensor, name) for name in CONVERSIONS}
-
-    def forbidden(name):
-        def read(self, *args, **kwargs):
-            raise HostSync(f"Tensor.{name} inside a batch (shape {tuple(self.shape)})")
-
-        return read
-
-    for name in CONVERSIONS:
-        setattr(torch.Tensor, name, forbidden(name))
-    if device.type == "cuda":
-        torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("default")
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
-def watched_after(warmup: int, device: torch.device):
-    """A batch_guard for train(): the first `warmup` batches free (compilation and graph
-    capture read the host), every later one under no_host_reads; counts the batches."""
-    calls = itertools.count()
-    guard = lambda: no_host_reads(device) if next(calls) >= warmup else contextlib.nullcontext()  # noqa: E731
-    guard.calls = calls
-    return guard
-
-
-def tiny(device: str = "cpu", **ppo) -> list[str]:
-    """--set overrides that shrink configs/gpu.yaml to seconds: 16 worlds, batches of 8
-    steps, two checkpoint segments of two batches (the second starts inside the watch)."""
-    sets = ["env.num_envs=16", "ppo.frames_per_batch=128", "ppo.minibatch_size=64"]
-    sets += ["ppo.total_frames=512", "ppo.checkpoint_interval_frames=256", f"device={device}"]
-    sets += ["ppo.eval_interval_frames=256", "obs_norm.steps=100", "mlflow.enabled=false"]
-    return sets + [f"ppo.{k}={v}" for k, v in ppo.items()]
-
-
-def _table(result) -> pd.DataFrame:
-    return pd.DataFrame(result["state"]["metrics"]).drop(columns=list(TIMING_COLUMNS))
-
-
-def _watched_run(device: str, tmp_path, **ppo):
-    torch.set_num_threads(1)
-    cfg = config.load(GPU_CONFIG, tiny(device, **ppo))
-    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], seed=0)
-    guard = watched_after(1, torch.device(device))
-    result = train(cfg, 0, stats, tmp_path, batch_guard=guard)
-    assert next(guard.calls) == 4 + 2, "entered for 4 batches and the ends of 2 segments"
-    return cfg, stats, result
-
-
-@pytest.mark.slow
-def test_gpu_config_compiled_trains_without_a_host_sync_in_any_batch(tmp_path):
-    """configs/gpu.yaml (compiled policy and minibatch step, the lr a tensor under a cosine
-    schedule) at a tiny size on the CPU: every batch after the first (compilation) reads
-    nothing on the host, a segment checkpoint included; the run reports and evaluates."""
-    cfg, _, result = _watched_run("cpu", tmp_path, anneal_lr="true")
-    assert cfg["env"]["backend"] == "mujoco-warp" and cfg["ppo"]["compile"]
-    table = _table(result)
-    assert len(table) == 4 and table["loss_critic"].notna().all()
-    # the lr is a float32 tensor there: the rows hold the value Adam used
-    assert table["lr"].is_monotonic_decreasing
-    assert table["lr"].iloc[0] == pytest.approx(cfg["ppo"]["lr"], rel=1e-6)
-    assert [e["frames"] for e in result["state"]["eval"]] == [256, 512]
+from support import REPO
+from support.resident_guard import GPU_CONFIG, HostSync, no_host_reads, tiny, watched_after
 
 
 def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_path):
@@ -206,48 +116,6 @@ def test_gpu_config_validates_with_tiny_overrides_on_the_command_line():
 
 
 # -- on a GPU (benchmarks/gpu_check.sh) ----------------------------------------------------
-@cuda
-@pytest.mark.slow
-def test_cuda_graphed_loop_has_no_sync_in_any_batch(tmp_path):
-    """The same run on CUDA: compiled and CUDA-graphed (policy and minibatch step), warp's
-    physics graph, under torch's sync debug mode after the first batch."""
-    _, _, result = _watched_run("cuda", tmp_path, anneal_lr="true")
-    assert result["device"].type == "cuda" and len(result["state"]["metrics"]) == 4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_MARKS)])
-def test_resident_run_is_deterministic_and_resumes_exactly(device, tmp_path):
-    """Same seed, same numbers; a run resumed from its segment checkpoint, or from a
-    minute-triggered one inside the segment, continues the worlds' episodes and ends as the
-    uninterrupted one. On the CPU eager (seconds), on CUDA as configured (compiled and
-    graphed)."""
-    torch.set_num_threads(1)
-    cfg = config.load(GPU_CONFIG, tiny(device, **({"compile": "false"} if device == "cpu" else {})))
-    stats = observation_stats(cfg["env"], 100, seed=0)
-    a = train(cfg, 0, stats, tmp_path / "a")
-    b = train(cfg, 0, stats, tmp_path / "b")
-    pd.testing.assert_frame_equal(_table(a), _table(b))
-    assert a["checkpoint"].exists()  # written at 256 of 512 frames, kept by train()
-    resumed = train(cfg, 0, stats, tmp_path / "a")
-    pd.testing.assert_frame_equal(_table(resumed), _table(a))
-    for key, value in a["actor"].state_dict().items():
-        assert torch.equal(value, resumed["actor"].state_dict()[key]), key
-
-    class Killed(Exception):
-        pass
-
-    def stop(row, _eval):
-        if row["batch"] == 4:  # the last checkpoint: after batch 3, inside the second segment
-            raise Killed
-
-    cfg["ppo"]["checkpoint_interval_minutes"] = 1e-9  # after every batch
-    with pytest.raises(Killed):
-        train(cfg, 0, stats, tmp_path / "c", on_batch=stop)
-    resumed = train(cfg, 0, stats, tmp_path / "c")
-    pd.testing.assert_frame_equal(_table(resumed), _table(a))
-    for key, value in a["actor"].state_dict().items():
-        assert torch.equal(value, resumed["actor"].state_dict()[key]), key
 
 
 def test_device_rollout_continues_from_its_state_dict():
@@ -274,16 +142,3 @@ def test_device_rollout_continues_from_its_state_dict():
     torch.set_rng_state(rng)
     (again,) = b.batches(1)
     assert (again == second).all()
-
-
-@cuda
-@pytest.mark.slow
-def test_cuda_with_cpu_mujoco_and_two_collector_processes_trains(ci_config, tmp_path):
-    """device: cuda with the gymnasium backend and ppo.collector_workers 2 (fast.yaml's
-    recipe on a GPU machine): worker processes with CUDA policies."""
-    ci_config.update(device="cuda")
-    ci_config["ppo"].update(collector_workers=2, total_frames=1024)
-    cfg = config.validate(ci_config)
-    stats = observation_stats(cfg["env"], 100, seed=0)
-    result = train(cfg, 0, stats, tmp_path)
-    assert result["device"].type == "cuda" and len(result["state"]["metrics"]) == 2

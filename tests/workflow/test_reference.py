@@ -11,8 +11,7 @@ import pytest
 
 from rl.analysis.results import REFERENCE_FILES
 
-REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+from support import REPO
 
 
 def _references() -> list[Path]:

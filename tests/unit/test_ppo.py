@@ -5,7 +5,6 @@ from torchrl.envs.utils import check_env_specs
 
 from rl.core import config
 from rl.core.device import resolve_device
-from rl.ppo.collect import Collection
 from rl.ppo.envs import (
     TrainingCopies,
     make_env,
@@ -15,7 +14,9 @@ from rl.ppo.envs import (
 )
 from rl.ppo.evaluate import evaluate_episode
 from rl.ppo.models import make_actor_critic
-from rl.ppo.train import TIMING_COLUMNS, build, train
+from rl.ppo.train import build, train
+
+from support.training import table
 
 
 @pytest.fixture
@@ -123,42 +124,6 @@ def test_training_copies_continue_from_a_saved_state(env_id):
         TrainingCopies(env_id, limits[:2]).load_state(saved)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_collection_continues_episodes_across_batches_and_a_reload(cfg, stats, workers):
-    """One collector for the run: a batch starts where the last ended (step counts go on,
-    no reset), and a collection loaded with another's state collects its next batch."""
-    torch.set_num_threads(1)
-    cfg["ppo"]["collector_workers"] = workers
-    torch.manual_seed(0)
-    env, actor, _ = build(cfg, 0, stats, torch.device("cpu"))
-    collection = Collection(cfg, 0, stats, env, actor, torch.device("cpu"))
-    try:
-        (first,) = collection.batches(1)
-        saved = collection.state_dict()
-        rng = torch.get_rng_state()
-        (second,) = collection.batches(1)
-    finally:
-        collection.shutdown()
-    last = first["next"][:, -1]
-    carried = torch.where(last["done"], 0, last["step_count"])
-    assert torch.equal(second["step_count"][:, 0], carried)
-    assert (second["step_count"][:, 0] > 0).all(), "the episodes went on"
-
-    torch.manual_seed(5)
-    env, actor2, _ = build(cfg, 7, stats, torch.device("cpu"))
-    actor2.load_state_dict(actor.state_dict())
-    other = Collection(cfg, 7, stats, env, actor2, torch.device("cpu"))
-    try:
-        other.load_state_dict(saved)
-        torch.set_rng_state(rng)
-        (again,) = other.batches(1)
-    finally:
-        other.shutdown()
-    # trajectory ids (the workers' collectors track them) are counters, not part of the data
-    ids = ("collector", "traj_ids")
-    assert (again.exclude(ids) == second.exclude(ids)).all()
-
-
 def test_unknown_env_id_is_a_clear_error(cfg):
     # checked once, by the config's validation, before any env is built
     cfg["env"]["id"] = "InvertedTriplePendulum-v5"
@@ -174,99 +139,16 @@ def test_cuda_requested_without_gpu_is_a_clear_error():
     assert resolve_device("auto").type == "cpu"
 
 
-def _table(result, key):
-    return pd.DataFrame(result["state"][key]).drop(columns=list(TIMING_COLUMNS), errors="ignore")
-
-
 def test_same_seed_same_numbers(cfg, stats, tmp_path):
     torch.set_num_threads(1)
     a = train(cfg, 0, stats, tmp_path / "a")
     b = train(cfg, 0, stats, tmp_path / "b")
-    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
-    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
+    pd.testing.assert_frame_equal(table(a, "metrics"), table(b, "metrics"))
+    pd.testing.assert_frame_equal(table(a, "eval"), table(b, "eval"))
     for k, v in a["actor"].state_dict().items():
         assert torch.equal(v, b["actor"].state_dict()[k])
     c = train(cfg, 1, stats, tmp_path / "c")
-    assert not _table(a, "metrics").equals(_table(c, "metrics"))
-
-
-def test_compiled_loop_learns_the_same_way_and_is_deterministic(cfg, stats, tmp_path):
-    """ppo.compile: the compiled loss and policy give the eager run's numbers up to float
-    rounding in the first batch, and the same numbers twice."""
-    torch.set_num_threads(1)
-    from torch._dynamo.utils import counters
-
-    cfg["ppo"]["total_frames"] = 1024  # two batches
-    eager = train(cfg, 0, stats, tmp_path / "eager")
-    cfg["ppo"]["compile"] = True
-    graphs = counters["stats"]["unique_graphs"]
-    a = train(cfg, 0, stats, tmp_path / "a")
-    assert counters["stats"]["unique_graphs"] > graphs, "torch.compile traced the loop"
-    b = train(cfg, 0, stats, tmp_path / "b")
-    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
-    first = [_table(r, "metrics").iloc[0] for r in (eager, a)]
-    assert first[0]["train_reward_mean"] == first[1]["train_reward_mean"], "same first batch"
-    for key in ("loss_objective", "loss_critic", "grad_norm"):
-        assert first[1][key] == pytest.approx(first[0][key], rel=1e-3, abs=1e-5), key
-
-
-class Killed(Exception):
-    """Stands for a kill between a checkpoint and the next one."""
-
-
-def _assert_same_run(a: dict, b: dict) -> None:
-    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
-    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
-    for part in ("actor", "critic"):
-        for k, v in a[part].state_dict().items():
-            assert torch.equal(v, b[part].state_dict()[k]), f"{part}.{k}"
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_resume_from_any_checkpoint_reproduces_the_uninterrupted_run(
-    cfg, stats, tmp_path, caplog, workers
-):
-    """From the segment checkpoint (1024 of 2048 frames) and from minute-triggered ones
-    inside a segment (a checkpoint after every batch, the run stopped after 512 or 1536
-    frames): the resumed run continues the episodes in flight and ends as the
-    uninterrupted one, bit for bit. workers 2: the state of two collector processes."""
-    torch.set_num_threads(1)
-    cfg["ppo"]["collector_workers"] = workers
-    first = train(cfg, 0, stats, tmp_path / "segments")
-    assert first["checkpoint"].exists()  # the segment checkpoint, kept by train()
-    caplog.set_level("INFO", logger="rl")
-    again = train(cfg, 0, stats, tmp_path / "segments")
-    assert "resuming from checkpoint" in caplog.text and "at frame 1024" in caplog.text
-    _assert_same_run(again, first)
-
-    cfg["ppo"]["checkpoint_interval_minutes"] = 1e-9  # after every batch
-    for stop_batch in (2, 4):  # the checkpoint before it: mid first segment, mid second
-
-        def stop(row, _eval, stop_batch=stop_batch):
-            if row["batch"] == stop_batch:
-                raise Killed
-
-        out = tmp_path / f"minutes-{stop_batch}"
-        with pytest.raises(Killed):
-            train(cfg, 0, stats, out, on_batch=stop)
-        caplog.clear()
-        resumed = train(cfg, 0, stats, out)
-        assert f"at frame {(stop_batch - 1) * 512}" in caplog.text
-        _assert_same_run(resumed, first)
-
-
-def test_two_collector_processes_are_deterministic_and_collect_every_copy(cfg, stats, tmp_path):
-    torch.set_num_threads(1)
-    cfg["ppo"]["collector_workers"] = 2
-    a = train(cfg, 0, stats, tmp_path / "a")
-    b = train(cfg, 0, stats, tmp_path / "b")
-    pd.testing.assert_frame_equal(_table(a, "metrics"), _table(b, "metrics"))
-    pd.testing.assert_frame_equal(_table(a, "eval"), _table(b, "eval"))
-    cfg["ppo"]["collector_workers"] = 1
-    one = train(cfg, 0, stats, tmp_path / "one")
-    # the same task and budget, other random streams
-    assert len(_table(one, "metrics")) == len(_table(a, "metrics"))
-    assert not _table(one, "metrics").equals(_table(a, "metrics"))
+    assert not table(a, "metrics").equals(table(c, "metrics"))
 
 
 def test_collector_workers_must_share_the_copies_evenly(ci_config):

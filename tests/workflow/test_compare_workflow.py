@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_study, snakemake
 from PIL import Image
 
 from rl.compare.stages import aggregate_compare_rows, gradient_rows, snapshot_rows
 from rl.core import config, provenance
 
-pytestmark = pytest.mark.slow
+from support.workflow import run_study, snakemake
+
 CONFIG = "configs/ci-compare.yaml"
 VARIANTS = {"ppo": "ppo", "bptt": "pendulum"}
 

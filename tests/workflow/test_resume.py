@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from resume_checks import assert_one_training_run, assert_same_training, training_result
 
-pytestmark = pytest.mark.slow
+from support.resume_checks import assert_one_training_run, assert_same_training, training_result
+
 SEED_DIR = Path("results/resume/default/seed0")
 CKPT = SEED_DIR / "ppo" / "checkpoint.pt"
 

@@ -1,13 +1,12 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from rl.core import config
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 @pytest.mark.parametrize("name", ["default", "ci", "ci-variants", "paper", "tutorial"])

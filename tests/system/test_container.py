@@ -6,68 +6,20 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import container_kit as kit
 import pytest
 import yaml
 
-REPO = kit.REPO
+from support import container_kit as kit
+from support.workflow import copy_workflow
+
 SHELL_IMAGE = f"docker://{kit.TEST_IMAGE}"
-# The CUDA of PyPI's torch wheel for Linux x86_64, by version: 2.13.0 depends on
-# cuda-toolkit 13.0.3 and the nvidia-*-cu13 wheels (seen in `make image`, docs/containers.md).
-PYPI_TORCH_CUDA = {"2.13.0": "13.0"}
 
 
-# -- fast checks: the Dockerfile and its one source of pins -------------------------------------
-def test_dockerfile_installs_exactly_the_pyproject_pins():
-    text = kit.DOCKERFILE.read_text()
-    # the dependencies are read from pyproject.toml at build time, never listed a second time
-    assert 'tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]' in text
-    assert "pip install -r /tmp/requirements.txt" in text
-    for name in kit.pins():
-        pinned_again = re.search(rf"\b{re.escape(name)}\s*==\s*\d", text)
-        assert not pinned_again, f"{name} pinned in the Dockerfile"
-    # the torch build: PyPI's wheel (a CUDA build) whose CUDA is the base image's, or the tests'
-    # local wheel; both ARG lines and the Makefile's default say the same
-    base = kit.base_image()
-    m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+(-cudnn)?-runtime-ubuntu22\.04", base)
-    assert m, f"{base}: want a short-named nvidia/cuda:*-runtime-ubuntu22.04 tag"
-    channels = set(re.findall(r"^ARG TORCH_CHANNEL=(\S+)$", text, re.M))
-    makefile = re.search(r"^TORCH_CHANNEL \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)
-    assert channels == {"pypi"} == {makefile.group(1)}, channels
-    torch_pin = kit.pins()["torch"]
-    assert PYPI_TORCH_CUDA.get(torch_pin) == f"{m.group(1)}.{m.group(2)}", (
-        f"which CUDA is PyPI's torch {torch_pin} for Linux x86_64 (its nvidia-* dependencies)? "
-        f"Record it in PYPI_TORCH_CUDA and make the base image's CUDA the same"
-    )
-
-
-def test_image_names_agree():
-    """Makefile's image, the Apptainer recipe's default and the config's default container."""
-    schema = yaml.safe_load((REPO / "rl" / "core" / "config.schema.yaml").read_text())
-    default = schema["properties"]["container"]["default"]
-    makefile = (REPO / "Makefile").read_text()
-    image = re.search(r"^IMAGE \?= (\S+)$", makefile, re.M).group(1)
-    assert default == f"docker://{image}"
-    recipe = (REPO / "containers" / "rl-pipeline.def").read_text()
-    assert re.search(r"^Bootstrap: docker-daemon$", recipe, re.M)
-    assert f"IMAGE={image}" in recipe
-
-
-def test_hadolint_is_clean():
-    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    kit.need(hadolint, "hadolint is not installed (pip install -e '.[test]')")
-    proc = subprocess.run([hadolint, str(kit.DOCKERFILE)], capture_output=True, text=True)
-    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
-
-
-# -- slow: build the image, run the workflow in it ----------------------------------------------
 @pytest.fixture(scope="module")
 def image(tmp_path_factory) -> dict:
     timings = kit.build_test_image(tmp_path_factory.mktemp("image"))
@@ -77,7 +29,6 @@ def image(tmp_path_factory) -> dict:
     return {**timings, "info": info, "env": env}
 
 
-@pytest.mark.slow
 def test_image_metadata(image):
     info = image["info"]
     labels = info["Config"]["Labels"]
@@ -111,7 +62,6 @@ print(json.dumps({
 """
 
 
-@pytest.mark.slow
 def test_image_holds_the_pinned_stack_renders_headless_and_has_no_build_tools(image):
     pins = kit.pins()
     out = kit.run_in_image("python", "-c", PROBE % list(pins))
@@ -122,16 +72,6 @@ def test_image_holds_the_pinned_stack_renders_headless_and_has_no_build_tools(im
     assert probe["python"].startswith("3.11")
     assert probe["tools"] == []
     assert probe["rendered"] == [32, 32, 3]  # MuJoCo through EGL (Mesa here), no display
-
-
-def _workdir(root: Path) -> Path:
-    for name in ("Snakefile", "workflow", "configs", "rl"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
-    return root
 
 
 def container_env() -> dict[str, str]:
@@ -146,7 +86,7 @@ def container_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def container_run(image, tmp_path_factory):
-    workdir = _workdir(tmp_path_factory.mktemp("wf-container"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf-container"))
     cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default"]
     cmd += ["--cores", "2", "--use-singularity", "--configfile", "configs/ci.yaml"]
     cmd += ["--config", f"container={SHELL_IMAGE}"]
@@ -160,7 +100,6 @@ def container_run(image, tmp_path_factory):
     return workdir, proc, seconds
 
 
-@pytest.mark.slow
 def test_training_ran_inside_the_container(image, container_run):
     workdir, proc, _ = container_run
     cfg = yaml.safe_load((workdir / "configs" / "ci.yaml").read_text())
@@ -184,7 +123,6 @@ def test_training_ran_inside_the_container(image, container_run):
     assert "--nv ignored" in out  # the profile's apptainer-args reached apptainer
 
 
-@pytest.mark.slow
 def test_rerun_in_the_container_does_nothing(container_run):
     workdir, _, _ = container_run
     cmd = [sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/default"]

@@ -2,7 +2,6 @@
 of both training loops, the one evaluator, the gradient probe and the statistics."""
 
 import copy
-from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -23,7 +22,7 @@ from rl.ppo.envs import observation_stats
 from rl.ppo.models import deterministic_policy
 from rl.ppo.train import train as train_ppo
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ import time
 
 import pytest
 import requests
-from conftest import free_port
 
-pytestmark = pytest.mark.slow
+from support import need
+from support.services import free_port
+
 SECRET = "s3cr3t-T0KEN"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -194,12 +195,7 @@ def _chromium() -> tuple[str, str] | None:
 
 def _driver(tmp_path):
     found = _chromium()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium and chromium-driver are missing: .ci/run installs them (apt)")
-        pytest.skip(
-            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
-        )
+    need(found, "chromium or chromedriver is missing", "apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

@@ -11,11 +11,11 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_study, snakemake
 
 from rl.core import config, provenance
 
-pytestmark = pytest.mark.slow
+from support.workflow import run_study, snakemake
+
 CONFIG = "configs/ci-variants.yaml"
 PAIRS = [(v, s) for v in ("tuned", "tutorial") for s in (0, 1)]
 

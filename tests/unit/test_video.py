@@ -29,7 +29,7 @@ from rl.ppo.envs import make_env, make_eval_env, observation_stats
 from rl.ppo.evaluate import evaluate, evaluate_episode, pick_episodes, record_episodes
 from rl.ppo.models import make_actor_critic
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,6 @@ def _config(tmp_path, **video) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_recording_never_changes_the_evaluation_numbers(policy, tmp_path):
     """The verb with recording on and off: the same episodes.csv, and the videos show
     exactly the episodes of that table (their returns and lengths, replayed)."""
@@ -188,7 +187,6 @@ def test_recording_never_changes_the_evaluation_numbers(policy, tmp_path):
         assert probe(on / f"episode-{name}.mp4")["frames"] == row["frames"] > 1
 
 
-@pytest.mark.slow
 def test_no_egl_is_one_clear_paragraph_or_a_warned_skip(policy, tmp_path):
     """An EGL with no driver (what a machine without libegl-mesa0 has): the job fails with
     one paragraph naming the packages and MUJOCO_GL; with on_error: skip it warns, writes

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")  # the console script, as users run it
 BARE_PATH = "/usr/bin:/bin"  # no venv first: `python` there is not the venv's (or absent)
 
