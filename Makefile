@@ -35,7 +35,7 @@ run: install  ## the default study (configs/default.yaml) on the CPU, local sqli
 
 # The tests in three tiers (docs/testing.md), on TEST_WORKERS pytest-xdist processes.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 test: install  ## every tier: unit, workflow and system (what CI runs)
 	$(PYTEST) tests
 

@@ -5,9 +5,9 @@
   real training.
 - tests/system/: the podman-built image, SLURM, the PostgreSQL tracking server, Chromium.
 
-One hook marks each test with its tier (`-m unit` works like `tests/unit`) and with the
-pytest-xdist group that keeps a module, or the modules sharing a costly fixture, on one
-worker. Another sums each tier's share of the test time at the end of the run.
+One hook marks each test with its tier (`-m unit` works like `tests/unit`); under
+pytest-xdist a module, or the modules sharing a costly fixture, run on one worker; at the end
+of the run each tier's share of the test time is printed.
 """
 
 import copy
@@ -50,13 +50,27 @@ def _tier(path: Path) -> str:
     return parts[0]
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = Path(item.path)
-        item.add_marker(_tier(path))
-        module = path.relative_to(TESTS).as_posix()
-        item.add_marker(pytest.mark.xdist_group(SHARED.get(module, module)))
+        item.add_marker(_tier(Path(item.path)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduling with a module, or the group of modules in SHARED, as
+    the unit one worker runs; in collection order, so the system tier's long groups start
+    first (xdist's own xdist_group marks do not reach its scheduler under pytest 9.2)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0].removeprefix("tests/")
+            return SHARED.get(module, module)
+
+    if config.getvalue("dist") in ("each", "worksteal"):
+        return None
+    config.option.loadscopereorder = False
+    return Groups(config, log)
 
 
 _seconds: dict[str, float] = defaultdict(float)
