@@ -13,6 +13,8 @@ export PATH := $(BIN):$(PATH)
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
 IMAGE ?= localhost/rl-pipeline:latest
 TORCH_CHANNEL ?= pypi
+# PIP_INDEX=none: every other wheel from containers/wheels/ too (an offline build, docs/containers.md)
+PIP_INDEX ?= pypi
 SIF ?= build/rl-pipeline.sif
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 SOURCE ?= $(shell git remote get-url origin 2>/dev/null || echo unknown)
@@ -83,9 +85,10 @@ tracking-server: install  ## PostgreSQL-backed MLflow server on 127.0.0.1:$(TRAC
 ui: install  ## MLflow UI on the study's store (CONFIG=...)
 	$(BIN)/python -m rl ui --config $(CONFIG)
 
-image:  ## build the training image (PyPI's CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=...
+image:  ## build the training image (PyPI's CUDA torch) with $(ENGINE): IMAGE=..., TORCH_CHANNEL=..., PIP_INDEX=...
 	$(ENGINE) build -f containers/Dockerfile -t $(IMAGE) \
-	  --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) --build-arg VERSION=$(VERSION) \
+	  --build-arg TORCH_CHANNEL=$(TORCH_CHANNEL) --build-arg PIP_INDEX=$(PIP_INDEX) \
+	  --build-arg VERSION=$(VERSION) \
 	  --build-arg VCS_REF=$$(git rev-parse HEAD) --build-arg SOURCE=$(SOURCE) \
 	  $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE)) .
 

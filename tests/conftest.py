@@ -22,6 +22,9 @@ from support import REPO
 from support.services import free_port, server_folder
 from support.workflow import copy_workflow, snakemake
 
+# `cfg` (the validated ci config) and `stats` (its observation statistics) for the PPO tests
+# of every tier; a module's own `cfg` fixture takes precedence.
+pytest_plugins = ["support.training"]
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "workflow", "system")
 # Modules that share a fixture too costly to build twice (the image, the tracking server), or

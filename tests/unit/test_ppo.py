@@ -19,16 +19,6 @@ from rl.ppo.train import build, train
 from support.training import table
 
 
-@pytest.fixture
-def cfg(ci_config):
-    return config.validate(ci_config)
-
-
-@pytest.fixture
-def stats(cfg):
-    return observation_stats(cfg["env"], 100, seed=0)
-
-
 def test_observation_stats_are_finite_and_seeded(cfg, stats):
     assert len(stats["loc"]) == 9 and stats["count"] == 100
     assert all(s > 0 for s in stats["scale"])

@@ -5,22 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from rl.core import config
 from rl.ppo.collect import Collection
-from rl.ppo.envs import observation_stats
 from rl.ppo.train import build, train
 
 from support.training import assert_same_run, table
-
-
-@pytest.fixture
-def cfg(ci_config):
-    return config.validate(ci_config)
-
-
-@pytest.fixture
-def stats(cfg):
-    return observation_stats(cfg["env"], 100, seed=0)
 
 
 class Killed(Exception):
