@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from support import REPO
-from support.services import free_port, server_folder
+from support.services import free_port, require_postgres, server_folder
 from support.workflow import copy_workflow, snakemake
 
 # `cfg` (the validated ci config) and `stats` (its observation statistics) for the PPO tests
@@ -128,7 +128,7 @@ def make_workdir(tmp_path_factory):
 def ci_study(tmp_path_factory, request):
     """The real workflow on configs/ci.yaml, run once per `pytest` run by the real snakemake,
     whichever xdist worker asks first (the others wait for it and share it): (workdir, the
-    raw ci config, snakemake's CompletedProcess). Tests must not change it."""
+    raw ci config, snakemake's output). Tests must not change it."""
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp()
@@ -152,8 +152,6 @@ def tracking_server():
     import shutil
 
     from rl.tracking.server import TrackingServer
-
-    from support.services import require_postgres
 
     require_postgres()
     root = server_folder()

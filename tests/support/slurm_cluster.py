@@ -25,6 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .services import free_port
+
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 ACCOUNTING_BINARIES = ("slurmdbd", "sacct", "mariadbd", "mariadb-install-db", "mariadb")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
@@ -42,12 +44,6 @@ PREEMPTION = (
 def missing_binaries(accounting: bool = False) -> list[str]:
     wanted = BINARIES + (ACCOUNTING_BINARIES if accounting else ())
     return [b for b in wanted if shutil.which(b) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OneNodeSlurm:
@@ -88,8 +84,8 @@ class OneNodeSlurm:
         lines = [
             "ClusterName=rltest",
             f"SlurmctldHost={self.host}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -139,7 +135,7 @@ class OneNodeSlurm:
     def _accounting_settings(self) -> list[str]:
         if not self.accounting:
             return ["AccountingStorageType=accounting_storage/none"]
-        self.db_port, self.dbd_port = _free_port(), _free_port()
+        self.db_port, self.dbd_port = free_port(), free_port()
         dbd = self.conf.parent / "slurmdbd.conf"  # slurmdbd reads it beside slurm.conf
         dbd.write_text(
             "\n".join([
