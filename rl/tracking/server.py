@@ -38,6 +38,12 @@ DATABASE = "mlflow"
 ROLE = "mlflow"
 # A unix socket path must fit in sun_path (108 bytes with ".s.PGSQL.5432" appended).
 SOCKET_PATH_MAX = 90
+# One MLflow worker runs up to 40 requests at once (anyio's thread limit), and a log_batch
+# holds two connections at once (its run check's session and its inserts' session). A pool
+# smaller than 2 x 40 can deadlock under a burst of writes: every connection held by a
+# request that waits for a second one, answered after SQLAlchemy's 30 s as a 400 error.
+REQUESTS_PER_WORKER = 40
+CONNECTIONS_PER_WORKER = 2 * REQUESTS_PER_WORKER
 
 
 class ServerError(RuntimeError):
@@ -184,7 +190,10 @@ class TrackingServer:
             self._chown(self.data)
             self._pg("initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8")
         self._socket_dir = self._socket_folder()
-        options = f"-c listen_addresses='' -k {self._socket_dir}"
+        options = (
+            f"-c listen_addresses='' -k {self._socket_dir} "
+            f"-c max_connections={self.max_connections}"
+        )
         self._pg(
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
             "-l", str(self.logs / "postgres.log"), "-o", options,
@@ -196,6 +205,19 @@ class TrackingServer:
         )  # fmt: skip
         if exists.stdout.strip() != "1":
             self._pg("createdb", "-h", str(self._socket_dir), "-U", ROLE, DATABASE)
+
+    @property
+    def max_connections(self) -> int:
+        """Every worker's full pool, and room for psql and PostgreSQL's reserved slots."""
+        return self.workers * CONNECTIONS_PER_WORKER + 20
+
+    def mlflow_env(self) -> dict[str, str]:
+        """The environment of `mlflow server`: a pool that cannot deadlock (see above); only
+        5 connections stay open while idle, the rest open under load and close after."""
+        return os.environ | {
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(CONNECTIONS_PER_WORKER - 5),
+        }
 
     def backend_store_uri(self) -> str:
         return f"postgresql+psycopg2://{ROLE}@/{DATABASE}?host={self._socket_dir}"
@@ -214,8 +236,9 @@ class TrackingServer:
         ]  # fmt: skip
         with open(self.logs / "mlflow.log", "ab") as out:
             self._mlflow = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.mlflow_env(),
+            )  # fmt: skip
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._mlflow.poll() is not None:

@@ -11,12 +11,14 @@ import os
 import queue
 import re
 import shutil
+import subprocess
 import time
 import traceback
 
 import pytest
 
 from rl.core import config as config_mod
+from rl.tracking import server as server_mod
 from rl.tracking import store as tracking
 from rl.tracking.run import StageRun
 
@@ -61,7 +63,7 @@ def _store(kind, ci_config, tmp_path, mlflow_empty_db, request):
     ci_config["mlflow"] = {"flush_every": 7, "experiment": f"load-{kind}"}  # interleaved batches
     marker = tmp_path / "results" / "ci" / "mlflow" / "initialised.json"
     marker.parent.mkdir(parents=True)
-    if kind == "server":
+    if kind != "sqlite":
         ci_config["mlflow"]["tracking_uri"] = request.getfixturevalue("tracking_server").uri
     else:
         shutil.copy(mlflow_empty_db, marker.parent / "mlflow.db")
@@ -187,3 +189,61 @@ def test_parallel_writers_lose_and_duplicate_nothing(
         f"({busy:.1f} s with every writer running, each run also creating itself, logging "
         f"{n_params} params, tags, {ARTIFACTS} artifacts and the config)"
     )
+
+
+STALL_S = 60  # past SQLAlchemy's 30 s wait for a pooled connection, with room to spare
+
+
+def _stall_writer(cfg, marker, seed, barrier, spans):
+    try:
+        barrier.wait(timeout=300)
+        t0 = time.time()
+        with StageRun(cfg, marker, "stall", {"config_hash": "stall"}, seed) as run:
+            run.log_metrics({"x": float(seed)}, 0)
+            run.flush()
+        spans.put(("stall", t0, time.time()))
+    except BaseException:
+        spans.put(("failed", seed, traceback.format_exc()[-3000:]))
+        raise
+
+
+def test_a_database_stall_past_the_pool_timeout_fails_no_writer(
+    ci_config, tmp_path, tracking_server, request
+):
+    """A database that holds every write for longer than SQLAlchemy's 30 s pool timeout (a
+    long lock, a slow disk, a starved CPU) delays the writers, never fails them: each
+    server worker's pool has two connections for every request it runs at once. 32
+    writers on 2 workers put 16 or more requests on one worker, past a default pool."""
+    cfg, marker, _ = _store("stall", ci_config, tmp_path, None, request)
+    psql = [
+        str(server_mod.postgres_bindir() / "psql"), "-h", str(tracking_server._socket_dir),
+        "-U", server_mod.ROLE, "-d", server_mod.DATABASE, "-v", "ON_ERROR_STOP=1",
+    ]  # fmt: skip
+    ctx = mp.get_context("spawn")
+    barrier, spans = ctx.Barrier(WORKERS + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=_stall_writer, args=(cfg, marker, seed, barrier, spans))
+        for seed in range(WORKERS)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=300)  # the stall starts as the writers do
+    lock = subprocess.Popen(
+        [*psql, "-c", "BEGIN", "-c", "LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE",
+         "-c", f"SELECT pg_sleep({STALL_S})", "-c", "COMMIT"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        **tracking_server._as_owner(),
+    )  # fmt: skip
+    try:
+        timings = _spans(spans, procs, request)
+        for p in procs:
+            p.join(timeout=60)
+    finally:
+        try:
+            output = lock.communicate(timeout=STALL_S + 30)[0]
+        except subprocess.TimeoutExpired:
+            lock.kill()
+            output = lock.communicate()[0]
+    assert "LOCK TABLE" in output and "COMMIT" in output, output  # held, then let go
+    assert [p.exitcode for p in procs] == [0] * WORKERS
+    assert max(end - t0 for _, t0, end in timings) > 30  # the stall outlasted the pool timeout
