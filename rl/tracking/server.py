@@ -22,15 +22,13 @@ import logging
 import os
 import pwd
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from rl.tracking.serving import ServerError, require_free_port, stop_group, wait_for_health
 
 log = logging.getLogger("rl")
 
@@ -44,10 +42,6 @@ SOCKET_PATH_MAX = 90
 # request that waits for a second one, answered after SQLAlchemy's 30 s as a 400 error.
 REQUESTS_PER_WORKER = 40
 CONNECTIONS_PER_WORKER = 2 * REQUESTS_PER_WORKER
-
-
-class ServerError(RuntimeError):
-    """The server cannot start; the message is one paragraph naming the problem and the fix."""
 
 
 def postgres_bindir() -> Path:
@@ -70,17 +64,6 @@ def postgres_bindir() -> Path:
         f"RL_PG_BINDIR to the folder holding initdb, pg_ctl and postgres. For one machine no "
         f"server is needed: the embedded sqlite store is the default."
     )
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        # as the server will (uvicorn): closed connections in TIME_WAIT do not block it
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class TrackingServer:
@@ -194,11 +177,11 @@ class TrackingServer:
             f"-c listen_addresses='' -k {self._socket_dir} "
             f"-c max_connections={self.max_connections}"
         )
+        self._pg_started = True  # stop() stops a start that a signal interrupted, too
         self._pg(
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
             "-l", str(self.logs / "postgres.log"), "-o", options,
         )  # fmt: skip
-        self._pg_started = True
         exists = self._pg(
             "psql", "-h", str(self._socket_dir), "-U", ROLE, "-d", "postgres", "-tAc",
             f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
@@ -239,26 +222,8 @@ class TrackingServer:
                 command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env=self.mlflow_env(),
             )  # fmt: skip
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._mlflow.poll() is not None:
-                tail = (self.logs / "mlflow.log").read_text(errors="replace")[-800:]
-                raise ServerError(
-                    f"mlflow server exited ({self._mlflow.returncode}) before it answered: "
-                    f"{tail.strip()}. Full log: {self.logs / 'mlflow.log'}."
-                )
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise ServerError(
-            f"mlflow server did not answer {self.uri}/health within {self.start_timeout:g} s "
-            f"(log: {self.logs / 'mlflow.log'}). On a loaded machine give it more time "
-            f"(--start-timeout) or fewer --workers."
-        )
+        hint = f"Its log: {self.logs / 'mlflow.log'}; on a loaded machine fewer --workers."
+        wait_for_health(self.uri, self._mlflow, self.start_timeout, "mlflow server", hint)
 
     # -- both ------------------------------------------------------------------------------
     def start(self) -> str:
@@ -269,12 +234,8 @@ class TrackingServer:
                 "environment. Install the project's pins (`make install`, or `pip install "
                 "psycopg2-binary==2.9.13`)."
             )
-        if not _port_free(self.host, self.port):
-            raise ServerError(
-                f"Port {self.port} on {self.host} is taken (another tracking server, `mlflow "
-                f"ui`, or another program). Stop it, or start this one with --port <free port> "
-                f"and put that port in mlflow.tracking_uri."
-            )
+        then = " and put that port in mlflow.tracking_uri"
+        require_free_port(self.host, self.port, "make tracking-server", then)
         try:
             self._start_postgres()
             self._start_mlflow()
@@ -287,15 +248,7 @@ class TrackingServer:
         return self._mlflow is not None and self._mlflow.poll() is None
 
     def stop(self) -> None:
-        if self._mlflow is not None and self._mlflow.poll() is None:
-            try:
-                os.killpg(self._mlflow.pid, signal.SIGTERM)
-                self._mlflow.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._mlflow.pid, signal.SIGKILL)
-                self._mlflow.wait(timeout=30)
-            except ProcessLookupError:
-                pass
+        stop_group(self._mlflow)
         self._mlflow = None
         if self._pg_started:
             self._pg("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.data), check=False)

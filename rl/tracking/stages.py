@@ -4,10 +4,6 @@ tracking-server (PostgreSQL + mlflow server for a team or a cluster)."""
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 from rl.core import config as config_mod
@@ -60,17 +56,23 @@ def mlflow_sync(job: Job) -> None:
     Arg("--config", required=True),
     Arg("--host", default="127.0.0.1", help="interface to listen on (local only)"),
     Arg("--port", type=int, default=5000),
+    Arg("--start-timeout", type=float, default=180, help="seconds to wait for MLflow's /health"),
     kind=TOOL,
 )
 def ui(job: Job) -> None:
     from rl.core.secrets import redact
+    from rl.tracking.serving import MlflowUi, serve_until_stopped
     from rl.tracking.store import tracking_uri
 
     args = job.args
     uri = tracking_uri(config_mod.load(args.config))
-    print(f"MLflow UI on http://{args.host}:{args.port} for {redact(uri)}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
-    subprocess.run([*command, "--host", args.host, "--port", str(args.port)], check=False)
+    server = MlflowUi(uri, args.host, args.port, start_timeout=args.start_timeout)
+    print(f"starting the MLflow UI for {redact(uri)} (it answers in about 30 s)", flush=True)
+    serve_until_stopped(
+        server,
+        ready=f"MLflow UI on {server.uri} for {redact(uri)}; Ctrl-C (or SIGTERM) stops it.",
+        gone="mlflow ui exited unexpectedly; its output above says why.",
+    )
 
 
 @stage(
@@ -96,6 +98,7 @@ def ui(job: Job) -> None:
 def tracking_server(job: Job) -> None:
     from rl.core import layout
     from rl.tracking.server import TrackingServer
+    from rl.tracking.serving import serve_until_stopped
 
     args = job.args
     if args.dir:
@@ -108,37 +111,20 @@ def tracking_server(job: Job) -> None:
     server = TrackingServer(
         folder, args.host, args.port, args.workers, allowed, start_timeout=args.start_timeout
     )
-    stopping = threading.Event()
-
-    def request_stop(signum, _frame):
-        stopping.set()
-
-    # SIGTERM (a scheduler, `kill`) stops as cleanly as Ctrl-C does
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     log.info("starting PostgreSQL and mlflow server in %s", folder.resolve())
-    server.start()
-    try:
-        print(
+    serve_until_stopped(
+        server,
+        ready=(
             f"MLflow tracking server on {server.uri} (store: PostgreSQL in {server.data}, "
             f"artifacts: {server.artifacts}, logs: {server.logs}).\n"
             f"Point a study at it with `mlflow: {{tracking_uri: {server.uri}}}` in its config "
             f"or MLFLOW_TRACKING_URI={server.uri}; push a finished local study with "
             f"`python -m rl mlflow-sync --config <config> --to {server.uri}`. "
-            f"Ctrl-C (or SIGTERM) stops it; the data stay in {folder} for the next start.",
-            flush=True,
-        )
-        while not stopping.wait(1.0):
-            if not server.alive():
-                raise RuntimeError(
-                    f"mlflow server exited unexpectedly; see {server.logs / 'mlflow.log'}"
-                )
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):  # nothing interrupts the shutdown
-            signal.signal(sig, signal.SIG_IGN)
-        log.info("stopping mlflow server and PostgreSQL")
-        server.stop()
-        log.info("tracking server stopped; data kept in %s", folder.resolve())
+            f"Ctrl-C (or SIGTERM) stops it; the data stay in {folder} for the next start."
+        ),
+        gone=f"mlflow server exited unexpectedly; see {server.logs / 'mlflow.log'}",
+    )
+    log.info("tracking server stopped; data kept in %s", folder.resolve())
 
 
 STAGES = (mlflow_init, mlflow_sync, ui, tracking_server)

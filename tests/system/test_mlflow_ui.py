@@ -4,14 +4,17 @@ metrics, artifacts and the logged policies; in Debian's headless chromium (drive
 Selenium): the experiment page lists every run by name, and the artifact view plays an
 evaluation video. Screenshots are saved."""
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -32,41 +35,68 @@ CHROMIUM_FLAGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(ci_study, tmp_path_factory):
-    """`mlflow ui` on 127.0.0.1 (the command `make ui` runs); it can take ~30 s or more to
-    answer /health on 2 cores. Stopped with its whole process group."""
-    workdir, cfg, _ = ci_study
-    db = workdir / "results" / "ci" / "mlflow" / "mlflow.db"
-    port = free_port()
-    log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"MLflow UI did not come up:\n{log.read_text()[-4000:]}")
+class UiVerb:
+    """`python -m rl ui` (what `make ui` runs) on the ci study's store, started in its own
+    session as from a terminal; it answers /health before it prints its ready line, which
+    can take ~30 s or more on 2 cores."""
+
+    def __init__(self, workdir, cfg: dict, port: int, log):
+        self.workdir, self.cfg, self.port, self.log = workdir, cfg, port, log
+        self.base = f"http://127.0.0.1:{port}"
+        self.env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        self.proc: subprocess.Popen | None = None
+
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "rl", "ui", "--config", "results/ci/config.yaml",
+                "--port", str(port)]  # fmt: skip
+
+    def start(self, timeout: float = 240) -> None:
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                self.command(self.port), cwd=self.workdir, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while "MLflow UI on" not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"MLflow UI did not come up:\n{self.log.read_text()[-4000:]}")
             time.sleep(1)
-        yield base, workdir, cfg
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        assert requests.get(f"{self.base}/health", timeout=10).status_code == 200
+
+    def processes(self) -> list[psutil.Process]:
+        """What the verb started: mlflow ui, its uvicorn server, job runner and consumers."""
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> None:
+        """SIGTERM to the verb alone; what it leaves behind is killed, so that one failed
+        test does not leave a server running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        left = self.processes()
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            self.proc.kill()
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def ui(ci_study, tmp_path_factory):
+    workdir, cfg, _ = ci_study
+    verb = UiVerb(workdir, cfg, free_port(), tmp_path_factory.mktemp("mlflow-ui") / "ui.log")
+    try:
+        verb.start()
+        yield verb
+    finally:
+        verb.stop()
+
+
+@pytest.fixture(scope="module")
+def server(ui):
+    return ui.base, ui.workdir, ui.cfg
 
 
 def api(base: str, endpoint: str, method: str = "GET", **kwargs) -> dict:
@@ -281,3 +311,45 @@ def test_browser_plays_a_video_artifact(server, runs, tmp_path):
     assert video["error"] is None and video["ready"] >= 1
     assert video["width"] == first["width"]
     assert video["duration"] == pytest.approx(first["frames"] / first["fps"], abs=0.06)
+
+
+def test_a_second_ui_on_the_same_port_names_the_holder_and_the_fix(ui):
+    """Found before anything starts: one paragraph naming the port, the program that holds
+    it (the first UI's mlflow) and --port."""
+    proc = subprocess.run(
+        ui.command(ui.port), cwd=ui.workdir, env=ui.env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: Port {ui.port} on 127.0.0.1 is held by `"), error
+    assert "mlflow" in error and "--port <free port>" in error, error
+
+
+def test_sigterm_to_the_verb_stops_every_process_it_started_and_frees_the_port(ui):
+    """Last in the module: it stops the UI. SIGTERM to the verb alone (a `kill`, `timeout`,
+    a scheduler) ends mlflow ui and everything it started, and the verb exits 0."""
+    started = ui.processes()
+    assert len(started) >= 2, started  # mlflow ui and at least its uvicorn server
+    groups = {os.getpgid(p.pid) for p in started}
+    t0 = time.monotonic()
+    ui.proc.send_signal(signal.SIGTERM)
+    assert ui.proc.wait(timeout=60) == 0, ui.log.read_text()[-2000:]
+    seconds = time.monotonic() - t0
+    left = [  # a zombie holds nothing; it waits for init, which in a container may not reap
+        p
+        for p in psutil.process_iter(["status"])
+        if _pgid(p.pid) in groups and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+    assert not left, [(p.pid, p.cmdline()) for p in left]
+    assert seconds < 20, seconds
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", ui.port))  # the port is free again
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

@@ -179,7 +179,8 @@ def test_clear_errors_before_anything_starts(tracking_server, monkeypatch, tmp_p
     with pytest.raises(ServerError, match="already runs") as err:
         TrackingServer(tracking_server.root, port=free_port()).start()
     assert "--dir" in str(err.value)
-    with pytest.raises(ServerError, match=f"Port {tracking_server.port} .* is taken"):
+    held = f"Port {tracking_server.port} on 127.0.0.1 is held by `.*mlflow.*mlflow.tracking_uri"
+    with pytest.raises(ServerError, match=held):
         TrackingServer(server_folder() / "other", port=tracking_server.port).start()
     monkeypatch.setenv("RL_PG_BINDIR", str(tmp_path))
     with pytest.raises(ServerError, match="apt-get install postgresql"):
