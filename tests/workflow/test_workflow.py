@@ -262,6 +262,24 @@ def test_lint_is_clean(ci_run):
     assert "Lints for" not in out, out
 
 
+def test_a_dry_run_lint_or_dag_writes_nothing_under_results(make_workdir):
+    """Planning writes nothing: the resolved config is written when the workflow starts to
+    run (an onstart hook), not while the Snakefile is parsed."""
+    workdir = make_workdir("dry")
+    results = workdir / "results"
+
+    def files():
+        return (
+            sorted(p.relative_to(workdir) for p in results.rglob("*")) if results.exists() else []
+        )
+
+    before = files()
+    for flags in (["-n"], ["--lint"], ["--dag"]):
+        proc = snakemake(workdir, "--configfile", "configs/ci.yaml", *flags)
+        assert files() == before, (flags, proc.stdout[-2000:])
+    assert "train_ppo" in proc.stdout  # the DAG was drawn: the parse ran to the end
+
+
 def test_bad_config_stops_before_any_job(workdir, tmp_path):
     with open(workdir / "configs" / "ci.yaml") as f:
         cfg = yaml.safe_load(f)

@@ -102,22 +102,31 @@ os.environ.setdefault("RL_GIT_COMMIT", _git("rev-parse", "HEAD") or "unknown")
 os.environ.setdefault(
     "RL_GIT_DIRTY", "1" if _git("status", "--porcelain", "--untracked-files=no") else "0"
 )
-# The resolved config (defaults filled) is what every job reads; rewritten only when it
-# changes, so an unchanged study stays a no-op.
+# The study's identity is checked at parse time (read-only): a config that would mix into
+# another study's results fails before anything runs, a dry run included.
 try:
     rl_config.check_same_study(config, RESOLVED_CONFIG)
 except rl_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-_resolved = rl_config.dump(config)
-try:
-    rl_config.write_resolved(RESOLVED_CONFIG, _resolved)
-except OSError as exc:
-    raise WorkflowError(
-        f"Cannot write the study's resolved config {RESOLVED_CONFIG} ({exc.strerror}: "
-        f"'{exc.filename}'). The results folder (config key results_dir="
-        f"'{config['results_dir']}') must be a writable directory: fix its permissions, "
-        f"free space, or point results_dir at a folder you own."
-    ) from None
+
+
+def write_resolved_config():
+    """The resolved config (defaults filled), which every job reads. Written when the
+    workflow starts to run, never at parse time, so a dry run, --lint or --dag writes
+    nothing; rewritten only when it changed, so an unchanged study stays a no-op."""
+    try:
+        rl_config.write_resolved(RESOLVED_CONFIG, rl_config.dump(config))
+    except OSError as exc:
+        raise WorkflowError(
+            f"Cannot write the study's resolved config {RESOLVED_CONFIG} ({exc.strerror}: "
+            f"'{exc.filename}'). The results folder (config key results_dir="
+            f"'{config['results_dir']}') must be a writable directory: fix its permissions, "
+            f"free space, or point results_dir at a folder you own."
+        ) from None
+
+
+onstart:
+    write_resolved_config()
 
 
 def per_seed(key):
