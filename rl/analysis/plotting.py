@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -179,7 +180,8 @@ def statistics_figure(
 ) -> plt.Figure:
     """The across-seed statistics of the final evaluation return (Agarwal et al. 2021):
     IQM and mean with 95% bootstrap intervals, the performance profile with its band, the
-    probability of improvement of the compared pair, and frames to the threshold per seed."""
+    probability of improvement of the compared pair (with one variant: training seconds to
+    the threshold per seed), and frames to the threshold per seed."""
     sns.set_theme(context="paper", style="whitegrid")
     palette = variant_palette(summary["variant"].unique(), order)
     fig, axes = plt.subplots(2, 2, figsize=size, dpi=dpi, constrained_layout=True)
@@ -187,7 +189,10 @@ def statistics_figure(
     names = [v for v in palette if v in rows.index]
     _iqm_panel(axes[0, 0], rows, names, palette)
     _profile_panel(axes[0, 1], profile, palette)
-    _improvement_panel(axes[1, 0], comparison)
+    if len(comparison):
+        _improvement_panel(axes[1, 0], comparison)
+    else:  # one variant: each seed's training time to the threshold instead
+        _seconds_panel(axes[1, 0], thresholds, names, palette)
     _threshold_panel(axes[1, 1], thresholds, names, palette)
     fig.suptitle(title)
     return fig
@@ -235,19 +240,32 @@ def _profile_panel(ax, profile: pd.DataFrame, palette: dict) -> None:
 
 
 def _improvement_panel(ax, comparison: pd.DataFrame) -> None:
-    if len(comparison):
-        c = comparison.iloc[0]
-        p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
-        ax.errorbar(p, 0, xerr=[[p - low], [high - p]], fmt="o", color="black", capsize=4)
-        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.set_yticks([0], [f"P({c['x']} > {c['y']})"])
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_title(f"Probability of improvement: {_ci_text(p, low, high)}")
-    else:
-        ax.text(0.5, 0.5, "one variant: nothing to compare", ha="center", va="center")
-        ax.set_yticks([])
-        ax.set_title("Probability of improvement")
+    c = comparison.iloc[0]
+    p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
+    ax.errorbar(p, 0, xerr=[[p - low], [high - p]], fmt="o", color="black", capsize=4)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks([0], [f"P({c['x']} > {c['y']})"])
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_title(f"Probability of improvement: {_ci_text(p, low, high)}")
     ax.set_xlabel("probability (0.5 = no difference)")
+
+
+def _seconds_panel(ax, thresholds: pd.DataFrame, names: list[str], palette: dict) -> None:
+    """One bar per seed: the training seconds until the evaluation first reached the
+    threshold; a seed that never did is named, with no bar."""
+    rows = thresholds[thresholds["variant"].isin(names)].sort_values(["variant", "seed"])
+    seconds = rows.get("seconds_to_threshold", pd.Series(np.nan, index=rows.index))
+    labels = [f"seed {int(s)}" for s in rows["seed"]]
+    y = np.arange(len(rows))
+    ax.barh(y, seconds.fillna(0), color=[palette[v] for v in rows["variant"]])
+    for i, value in enumerate(seconds):
+        text = "not reached" if np.isnan(value) else f"{value:.3g} s"
+        ax.text(0 if np.isnan(value) else value, i, f" {text}", va="center", fontsize="x-small")
+    ax.set_yticks(y, labels)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    threshold = rows["threshold"].iloc[0] if len(rows) else float("nan")
+    ax.set_xlabel("training seconds (wall time of the training batches)")
+    ax.set_title(f"Seconds to return >= {threshold:g} (one variant: no comparison)")
 
 
 def _threshold_panel(ax, thresholds: pd.DataFrame, names: list[str], palette: dict) -> None:
