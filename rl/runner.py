@@ -48,6 +48,8 @@ class Stage:
     artifacts: glob patterns of the output folder's files logged as MLflow artifacts.
     rows(folder) -> [(step, metrics)]: the metric rows its files hold, for mlflow-sync.
     on_sync(run, cfg, folder, variant, seed): more for mlflow-sync to log (e.g. a model).
+    parents(folder) -> ({(variant, seed): metrics}, study metrics): the headline numbers its
+    files hold for the parent runs, logged by the job and by mlflow-sync alike.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Stage:
     artifacts: tuple[str, ...] = ("provenance.json",)
     rows: Callable[[Path], list] | None = None
     on_sync: Callable | None = None
+    parents: Callable[[Path], tuple[dict, dict]] | None = None
 
     @property
     def verb(self) -> str:
@@ -178,6 +181,8 @@ class Job:
             for step, row in rows:
                 run.log_metrics(row, step)
             run.log_artifacts(self.stage.artifact_files(folder))
+            if self.stage.parents is not None:
+                run.log_parents(*self.stage.parents(Path(folder)))
         return prov
 
 

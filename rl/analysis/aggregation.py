@@ -236,8 +236,9 @@ def frames_to_threshold(
     training reached `threshold` (NaN if never), the training seconds spent by then (from
     `train`'s wall_s, the cumulative time of the training batches; NaN without it), and
     whether the seed is still there at the end (its last evaluation during training and its
-    final evaluation's mean)."""
+    final evaluation's mean; the worst final episode is listed too)."""
     final = final_eval_returns(episodes)
+    worst = episodes.groupby(["variant", "seed"])["return"].min()
     wall = (
         {key: run.sort_values("frames") for key, run in train.groupby(["variant", "seed"])}
         if train is not None and "wall_s" in train
@@ -265,6 +266,7 @@ def frames_to_threshold(
                 "frames_trained": int(run["frames"].max()),
                 "last_train_eval_return": last,
                 "final_eval_return": final_mean,
+                "final_eval_return_min": float(worst.get((variant, seed), np.nan)),
                 "solved_at_end": bool(last >= threshold and final_mean >= threshold),
             }
         )
@@ -391,20 +393,26 @@ def ppo_tables(
     }
 
 
-def pendulum_summary(
-    train: pd.DataFrame, evals: pd.DataFrame, boot: Bootstrap, last: int = 10
-) -> pd.DataFrame:
-    """The pendulum study across seeds: final-step reward and return (each seed's mean over
-    its `last` iterations, the tutorial's yardstick), training speed, and the controller
-    evaluation (return from the fixed starts, distance from upright at their last step)."""
+def pendulum_per_seed(
+    train: pd.DataFrame, evals: pd.DataFrame, last: int = 10
+) -> dict[str, pd.Series]:
+    """Each pendulum seed's final-step reward and return (its mean over its `last`
+    iterations, the tutorial's yardstick), training speed, and the controller evaluation
+    (return from the fixed starts, distance from upright at their last step)."""
     keys = ["variant", "seed"]
     tail = train.sort_values("iteration").groupby(keys).tail(last).groupby(keys)
     final = evals[evals["step"] == evals["step"].max()].groupby(keys)
-    per_seed = {
+    return {
         "final_step_reward": tail["final_step_reward"].mean(),
         "final_return": tail["return"].mean(),
         "iters_per_s": train.groupby(keys)["iters_per_s"].median(),
         "eval_return": evals.groupby([*keys, "start"])["reward"].sum().groupby(keys).mean(),
         "eval_final_abs_angle": final["angle"].apply(lambda a: a.abs().mean()),
     }
-    return summarise_per_seed(per_seed, boot)
+
+
+def pendulum_summary(
+    train: pd.DataFrame, evals: pd.DataFrame, boot: Bootstrap, last: int = 10
+) -> pd.DataFrame:
+    """The pendulum study across seeds (pendulum_per_seed's quantities)."""
+    return summarise_per_seed(pendulum_per_seed(train, evals, last), boot)

@@ -34,6 +34,49 @@ def aggregate_rows(folder: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+def ppo_headlines(folder: Path) -> tuple[dict, dict]:
+    """For the parent runs: each seed's final evaluation return (mean and worst of its
+    episodes), whether, after how many frames and training seconds it reached the
+    threshold; per variant the IQM of the final return across seeds, with its interval."""
+    per_seed = {
+        (r["variant"], int(r["seed"])): {
+            "final_eval_return_mean": r["final_eval_return"],
+            "final_eval_return_min": r["final_eval_return_min"],
+            "reached_threshold": float(r["reached"]),
+            "frames_to_threshold": r["frames_to_threshold"],
+            "seconds_to_threshold": r["seconds_to_threshold"],
+        }
+        for r in read_csv(folder / "ppo_frames_to_threshold.csv").to_dict("records")
+    }
+    summary = read_csv(folder / "ppo_summary.csv")
+    study = {}
+    for r in summary[summary["quantity"] == "eval_return"].to_dict("records"):
+        prefix = "" if r["variant"] == layout.DEFAULT_VARIANT else f"{r['variant']}."
+        for stat in ("iqm", "iqm_ci_low", "iqm_ci_high"):
+            study[f"{prefix}eval_return.{stat}"] = r[stat]
+    return per_seed, study
+
+
+def pendulum_headlines(folder: Path) -> tuple[dict, dict]:
+    """For the parent runs: each pendulum seed's final return, its controller's return from
+    the fixed starts and its distance from upright at their end."""
+    from rl.analysis.aggregation import pendulum_per_seed
+
+    quantities = pendulum_per_seed(
+        read_csv(folder / "train.csv"), read_csv(folder / "eval_trajectories.csv")
+    )
+    names = {
+        "final_return": "pendulum_final_return",
+        "eval_return": "pendulum_eval_return",
+        "eval_final_abs_angle": "pendulum_final_abs_angle",
+    }
+    per_seed: dict = {}
+    for quantity, name in names.items():
+        for (variant, seed), value in quantities[quantity].items():
+            per_seed.setdefault((variant, int(seed)), {})[name] = value
+    return per_seed, {}
+
+
 @stage(
     "aggregate",
     "tidy tables and bootstrap CIs across seeds",
@@ -44,6 +87,7 @@ def aggregate_rows(folder: Path) -> list[tuple[int, dict]]:
     kind=STUDY,
     artifacts=("ppo_*.csv", "provenance.json"),
     rows=aggregate_rows,
+    parents=ppo_headlines,
 )
 def aggregate(job: Job) -> None:
     from rl.analysis import aggregation as agg
@@ -96,6 +140,7 @@ def plot(job: Job) -> None:
     kind=STUDY,
     artifacts=("*.csv", "provenance.json"),
     rows=lambda folder: summary_rows(read_csv(folder / "summary.csv")),
+    parents=pendulum_headlines,
 )
 def aggregate_pendulum(job: Job) -> None:
     from rl.analysis import aggregation as agg

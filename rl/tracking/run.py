@@ -5,6 +5,7 @@ PPO policy as an MLflow model. A failing MLflow call is loud (see `rl.tracking.s
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,8 @@ from rl.tracking.store import (
     _parent_key,
     _unavailable,
     check_store,
+    parent_params,
+    set_parent_params,
     tracking_uri,
 )
 
@@ -70,6 +73,7 @@ class StageRun:
         self.last_flush = time.monotonic()
         self.logged: set[tuple[str, int]] = set()
         self.run_id: str | None = None
+        self.parent_id: str | None = None
         self.existing = False  # sync: a finished run of this stage is already there
         self.reopened = False  # an unfinished run of this stage was continued
         self.seconds = 0.0  # time spent in MLflow calls: the logging overhead
@@ -146,7 +150,7 @@ class StageRun:
             if found:
                 return found[0].info.run_id
             log.info("MLflow: adding the parent run of %s", _parent_key(self.variant, self.seed))
-            return _create_parent(self.client, exp_id, self.cfg["study"], self.variant, self.seed)
+            return _create_parent(self.client, exp_id, self.cfg, self.variant, self.seed)
 
     def __enter__(self) -> StageRun:
         if not self.enabled:
@@ -235,6 +239,7 @@ class StageRun:
                 max_results=1,
             )
             parent_id = parent[0].info.run_id if parent else self._add_parent(exp.experiment_id)
+            self.parent_id = parent_id
             tags = self.identity | {"mlflow.parentRunId": parent_id}
             previous = self.client.search_runs(
                 [exp.experiment_id],
@@ -327,6 +332,56 @@ class StageRun:
             self._call("logging metrics", self.client.log_batch, self.run_id, metrics=self.buffer)
         self.buffer, self.buffered_rows = [], 0
         self.last_flush = time.monotonic()
+
+    def log_parents(self, per_seed: dict, study: dict) -> None:
+        """Headline numbers on the parent runs, the rows the UI's run table shows first:
+        `per_seed` {(variant, seed): metrics} on each (variant, seed) parent, with the
+        params that tell them apart (from this run's config: the study's, for a study
+        stage), and `study` on this run's parent. Logged at step 0; NaN is left out."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+
+        def metrics(values: dict) -> list:
+            return [
+                Metric(k, float(v), ts, 0)
+                for k, v in values.items()
+                if v is not None and not math.isnan(float(v))
+            ]
+
+        parents = self._call(
+            "finding the parent runs",
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string="tags.`rl.kind` = 'seed'",
+            max_results=50000,
+        )
+        by_key = {
+            (r.data.tags["rl.variant"], int(r.data.tags["rl.seed"])): r for r in parents or []
+        }
+        for (variant, seed), values in sorted(per_seed.items()):
+            parent = by_key.get((variant, int(seed)))
+            if parent is None:
+                continue
+            params = parent_params(self.cfg, variant, int(seed))
+            self._call("logging a parent's params", set_parent_params, self.client, parent, params)
+            found = metrics(values)
+            if found:
+                self._call(
+                    "logging a parent's metrics",
+                    self.client.log_batch,
+                    parent.info.run_id,
+                    metrics=found,
+                )
+        if study and self.parent_id:
+            self._call(
+                "logging the study's metrics",
+                self.client.log_batch,
+                self.parent_id,
+                metrics=metrics(study),
+            )
 
     def log_artifacts(self, paths: list[str | Path], folder: str | None = None) -> None:
         if not self.enabled:

@@ -62,15 +62,25 @@ def mlflow_sync(job: Job) -> None:
 def ui(job: Job) -> None:
     from rl.core.secrets import redact
     from rl.tracking.serving import MlflowUi, serve_until_stopped
-    from rl.tracking.store import tracking_uri
+    from rl.tracking.store import experiment_name, tracking_uri, ui_links
 
     args = job.args
-    uri = tracking_uri(config_mod.load(args.config))
+    cfg = config_mod.load(args.config)
+    uri = tracking_uri(cfg)
     server = MlflowUi(uri, args.host, args.port, start_timeout=args.start_timeout)
+    links = ui_links(uri, experiment_name(cfg), server.uri)
+    pages = "".join(
+        f"\n  {what}: {links[key]}"
+        for key, what in (
+            ("runs", "the study's runs"),
+            ("compare", "its seeds and variants side by side (params, headline metrics)"),
+        )
+        if key in links
+    )
     print(f"starting the MLflow UI for {redact(uri)} (it answers in about 30 s)", flush=True)
     serve_until_stopped(
         server,
-        ready=f"MLflow UI on {server.uri} for {redact(uri)}; Ctrl-C (or SIGTERM) stops it.",
+        ready=f"MLflow UI on {server.uri} for {redact(uri)}; Ctrl-C (or SIGTERM) stops it.{pages}",
         gone="mlflow ui exited unexpectedly; its output above says why.",
     )
 

@@ -30,6 +30,10 @@ from rl.core.secrets import redact
 
 log = logging.getLogger("rl")
 
+# MLflow 3 opens an experiment on its training runs with this kind, not on the GenAI
+# overview (traces, token usage) it shows an experiment without one.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
 
 def tracking_uri(cfg: dict) -> str:
     return (
@@ -204,7 +208,7 @@ def _ensure_experiment(client, cfg: dict, uri: str) -> str:
         # creating process ran in. A server decides for itself.
         db = _sqlite_path(uri)
         artifacts = (db.parent / "artifacts").resolve().as_uri() if db else None
-        return client.create_experiment(name, artifact_location=artifacts)
+        return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
     if exp.lifecycle_stage != "active":
         raise _unavailable(
             uri,
@@ -212,6 +216,9 @@ def _ensure_experiment(client, cfg: dict, uri: str) -> str:
             f"Restore it in the UI (or `mlflow experiments restore --experiment-id "
             f"{exp.experiment_id}`), or set mlflow.experiment to another name.",
         )
+    for key, value in EXPERIMENT_TAGS.items():  # an experiment made before the tag existed
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
     return exp.experiment_id
 
 
@@ -227,15 +234,47 @@ def _parent_key(variant: str | None, seed: int | None) -> str:
     return "study" if seed is None else f"{variant}/seed{seed}"
 
 
-def _create_parent(client, exp_id: str, study: str, variant: str | None, seed: int | None) -> str:
+def parent_params(cfg: dict, variant: str, seed: int) -> dict[str, str]:
+    """What tells one (variant, seed) parent run from another in the UI's run table: the
+    variant, seed, environment, the variant's config hash and, given the study's config
+    (with its `variants`), every PPO and pendulum setting that differs between variants."""
+    from rl.core.config import OVERRIDABLE, config_hash, flatten, variant_config, variant_names
+
+    params = {"variant": variant, "seed": str(seed), "env_id": str(cfg["env"]["id"])}
+    if not cfg.get("variants"):  # the study's own config, or one variant's
+        return params | {"config_hash": config_hash(cfg)}
+    flat = {
+        name: flatten({s: variant_config(cfg, name).get(s) for s in OVERRIDABLE})
+        for name in variant_names(cfg)
+    }
+    differ = sorted(
+        {k for f in flat.values() for k in f if len({str(g.get(k)) for g in flat.values()}) > 1}
+    )
+    params |= {k: str(flat[variant].get(k)) for k in differ}
+    return params | {"config_hash": config_hash(variant_config(cfg, variant))}
+
+
+def set_parent_params(client, run, params: dict[str, str]) -> None:
+    """Log the params `run` (a parent) lacks; MLflow params never change once set."""
+    from mlflow.entities import Param
+
+    missing = [Param(k, v) for k, v in params.items() if k not in run.data.params]
+    if missing:
+        client.log_batch(run.info.run_id, params=missing)
+
+
+def _create_parent(client, exp_id: str, cfg: dict, variant: str | None, seed: int | None) -> str:
+    study = cfg["study"]
     tags = {"rl.kind": "study", "rl.study": study}
     name = f"{study}-all-seeds"
     if seed is not None:
         tags |= {"rl.kind": "seed", "rl.variant": variant, "rl.seed": str(seed)}
         name = f"{variant}-seed{seed}"
-    run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-    client.set_terminated(run_id)
-    return run_id
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    if seed is not None:
+        set_parent_params(client, run, parent_params(cfg, variant, seed))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
 
 
 def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> dict:
@@ -253,8 +292,10 @@ def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> di
             )
             if found:
                 run_id = found[0].info.run_id
+                if seed is not None:
+                    set_parent_params(client, found[0], parent_params(cfg, variant, seed))
             else:
-                run_id = _create_parent(client, exp_id, cfg["study"], variant, seed)
+                run_id = _create_parent(client, exp_id, cfg, variant, seed)
             parents[_parent_key(variant, seed)] = run_id
     except TrackingUnavailable:
         raise
@@ -267,6 +308,36 @@ def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> di
         "parents": parents,
         "available": True,
     }
+
+
+def ui_links(uri: str, experiment: str, base: str) -> dict[str, str]:
+    """The UI pages a reviewer opens first, when the store holds the study: its runs table
+    (MLflow's model-training view, not the GenAI overview the UI opens on by default) and
+    its parent runs side by side (each (variant, seed) parent's params and headline
+    metrics, and the study's IQM). Empty when the study is not in the store yet."""
+    import json
+    from urllib.parse import quote
+
+    try:
+        client = _client(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return {}
+        parents = client.search_runs(
+            [exp.experiment_id], "tags.`rl.kind` != 'stage'", max_results=1000
+        )
+    except Exception as exc:  # the UI still starts; it shows the store's own error
+        log.warning("cannot read the study's runs from %s: %s", redact(uri), exc)
+        return {}
+    exp_id = exp.experiment_id
+    links = {"runs": f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"}
+    if parents:
+        ids = sorted((r.info.run_name, r.info.run_id) for r in parents)
+        runs = quote(json.dumps([run_id for _, run_id in ids]))
+        links["compare"] = (
+            f"{base}/#/compare-runs?runs={runs}&experiments={quote(json.dumps([exp_id]))}"
+        )
+    return links
 
 
 def init_store(cfg: dict, seeds: list[int], variants: list[str], marker: str | Path) -> dict:

@@ -93,6 +93,8 @@ def _sync_one(run: StageRun, stage, cfg: dict, folder: Path, prov: dict) -> None
     run.log_artifacts(_artifacts(stage, folder))
     if _declared(stage) and stage.on_sync is not None:
         stage.on_sync(run, cfg, folder, run.variant, run.seed)
+    if _declared(stage) and stage.parents is not None:
+        run.log_parents(*stage.parents(folder))
 
 
 def _run_config(cfg: dict, prov: dict) -> dict:

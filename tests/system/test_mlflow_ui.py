@@ -7,6 +7,7 @@ evaluation video. Screenshots are saved."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -217,6 +218,14 @@ def test_sync_to_the_server_finds_everything_there_and_leaks_no_token(server, ru
     assert len(after["runs"]) == len(before)
 
 
+def _link(ui: UiVerb, page: str) -> str:
+    """A page the verb names in its ready message ('  <page>...: <url>')."""
+    for line in ui.log.read_text().splitlines():
+        if line.startswith(f"  {page}"):
+            return line.split(": ", 1)[1]
+    raise AssertionError(f"the UI named no '{page}' page:\n{ui.log.read_text()[-3000:]}")
+
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -237,7 +246,7 @@ def _driver(tmp_path):
     return webdriver.Chrome(service=Service(found[1]), options=options)
 
 
-def test_browser_finds_every_run_by_name(server, runs, tmp_path):
+def test_browser_finds_every_run_by_name(ui, server, runs, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -248,7 +257,7 @@ def test_browser_finds_every_run_by_name(server, runs, tmp_path):
     shot = tmp_path / "mlflow-experiment.png"
     try:
         driver.set_page_load_timeout(120)
-        driver.get(f"{base}/#/experiments/{exp['experiment_id']}/runs")
+        driver.get(_link(ui, "the study's runs"))
         expander = 'button[data-component-id*="runnamecellrenderer"]'
         n_parents = sum(1 for r in all_runs if r["tags"]["rl.kind"] != "stage")
         wait = WebDriverWait(driver, 180, poll_frequency=1)
@@ -261,12 +270,55 @@ def test_browser_finds_every_run_by_name(server, runs, tmp_path):
 
         try:
             wait.until(lambda d: expected <= names(d))
+            assert "/runs" in driver.current_url  # the training runs, not the GenAI overview
         finally:
             driver.save_screenshot(str(shot))
             print(f"\nscreenshot: {shot}")
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000
+
+
+def test_browser_compares_the_parent_runs_at_a_glance(ui, runs, tmp_path):
+    """The verb's comparison page: every parent run side by side with the params that tell
+    them apart and the headline metrics; one parent's values are in the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, all_runs = runs
+    parents = [r for r in all_runs if r["tags"]["rl.kind"] != "stage"]
+    seed0 = next(r for r in parents if r["info"]["run_name"] == "default-seed0")
+    driver = _driver(tmp_path)
+    shot = tmp_path / "mlflow-compare.png"
+    try:
+        driver.set_page_load_timeout(120)
+        driver.get(_link(ui, "its seeds and variants side by side"))
+        wait = WebDriverWait(driver, 180, poll_frequency=1)
+
+        def text(d):
+            return d.find_element(By.TAG_NAME, "body").text
+
+        try:
+            wait.until(lambda d: "final_eval_return_min" in text(d))
+            page = text(driver)
+        finally:
+            driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert f"Comparing {len(parents)} Runs" in page
+    for name in [r["info"]["run_name"] for r in parents]:
+        assert name in page
+    columns = ["variant", "seed", "env_id", "config_hash", "final_eval_return_mean"]
+    columns += ["final_eval_return_min", "eval_return.iqm"]  # the first rows of its metrics
+    for column in columns:
+        assert column in page, column
+    params = {p["key"]: p["value"] for p in seed0["data"]["params"]}
+    assert params["config_hash"] in page and params["env_id"] in page
+    shown = [float(x) for x in re.findall(r"-?\d+\.\d+", page.split("\nMetrics", 1)[1])]
+    value = next(
+        m["value"] for m in seed0["data"]["metrics"] if m["key"] == "final_eval_return_mean"
+    )
+    assert any(abs(x - value) <= 1e-3 * max(1.0, abs(value)) for x in shown), (value, shown)
 
 
 def test_browser_plays_a_video_artifact(server, runs, tmp_path):

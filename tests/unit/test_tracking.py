@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -91,6 +92,54 @@ def test_init_creates_experiment_and_parents_once(cfg, store, tmp_path):
     exp = client_for(cfg).get_experiment(info["experiment_id"])
     assert exp.name == "ci"
     assert exp.artifact_location.startswith((tmp_path / "results").as_uri())
+    # MLflow 3 opens the experiment on its training runs, not on the GenAI overview
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client_for(cfg).get_run(info["parents"]["default/seed1"])
+    assert parent.data.params == {
+        "variant": "default",
+        "seed": "1",
+        "env_id": cfg["env"]["id"],
+        "config_hash": config_mod.config_hash(cfg),
+    }
+
+
+def test_parent_params_name_the_settings_that_differ_between_variants(cfg):
+    cfg = config_mod.validate(
+        {k: v for k, v in cfg.items()}
+        | {
+            "variants": [
+                {"name": "a", "overrides": {"ppo": {"lr": 0.001}}},
+                {"name": "b", "overrides": {"ppo": {"lr": 0.002, "gamma": 0.9}}},
+                {"name": "c", "studies": ["pendulum"], "overrides": {"pendulum": {"lr": 0.01}}},
+            ]
+        }
+    )
+    a, b = tracking.parent_params(cfg, "a", 0), tracking.parent_params(cfg, "b", 3)
+    assert (a["variant"], a["seed"], b["variant"], b["seed"]) == ("a", "0", "b", "3")
+    differ = {"ppo.lr", "ppo.gamma", "pendulum.lr"}
+    assert differ <= set(a) and differ <= set(b)
+    assert (a["ppo.lr"], b["ppo.lr"], b["ppo.gamma"]) == ("0.001", "0.002", "0.9")
+    assert a["ppo.gamma"] == str(cfg["ppo"]["gamma"])  # the base value where a has none
+    assert "ppo.clip_epsilon" not in a  # the same in every variant: not a column
+    assert a["config_hash"] == config_mod.config_hash(config_mod.variant_config(cfg, "a"))
+
+
+def test_a_study_stage_puts_headline_numbers_on_the_parent_runs(cfg, store):
+    marker, info = store
+    with StageRun(cfg, marker, "aggregate", prov(cfg, "aggregate")) as run:
+        run.log_parents(
+            {
+                ("default", 0): {"final_eval_return_mean": 9350.0, "frames_to_threshold": 2e4},
+                ("default", 1): {"final_eval_return_mean": 40.0, "frames_to_threshold": np.nan},
+            },
+            {"eval_return.iqm": 4000.0},
+        )
+    client = client_for(cfg)
+    seed0 = client.get_run(info["parents"]["default/seed0"]).data.metrics
+    seed1 = client.get_run(info["parents"]["default/seed1"]).data.metrics
+    assert seed0 == {"final_eval_return_mean": 9350.0, "frames_to_threshold": 2e4}
+    assert seed1 == {"final_eval_return_mean": 40.0}  # a seed that never got there: absent
+    assert client.get_run(info["parents"]["study"]).data.metrics == {"eval_return.iqm": 4000.0}
 
 
 def test_stage_run_is_a_child_with_params_tags_metrics_artifacts(cfg, store, tmp_path):

@@ -45,6 +45,19 @@ def test_live_records_are_complete(live):
         assert rec["parent"] == expected_parent
     for seed in seeds:
         assert recs[("stage", "train_ppo", "default", seed)]["models"] == 1
+        # the parent run, the row the UI shows first: what tells it apart, and its numbers
+        parent = recs[("seed", "", "default", seed)]
+        assert parent["params"] == {
+            "variant": "default",
+            "seed": seed,
+            "env_id": cfg["env"]["id"],
+            "config_hash": config_mod.config_hash(cfg),
+        }
+        headline = {"final_eval_return_mean", "final_eval_return_min", "reached_threshold"}
+        headline |= {"pendulum_final_return", "pendulum_eval_return", "pendulum_final_abs_angle"}
+        assert headline <= set(parent["metrics"]), parent["metrics"]
+    study = recs[("study", "", "", "")]["metrics"]
+    assert set(study) == {"eval_return.iqm", "eval_return.iqm_ci_low", "eval_return.iqm_ci_high"}
     print(f"\nlive records of the ci study: {totals(recs)}")
 
 
