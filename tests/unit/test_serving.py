@@ -28,18 +28,21 @@ def test_a_taken_port_names_the_holder_and_the_fix():
     assert serving.port_free("127.0.0.1", port)  # closed: free again
 
 
-def test_stop_group_stops_the_child_and_what_it_started():
-    """A child that started a grandchild: both are gone when stop_group returns."""
+def _group_leader(setup: str) -> subprocess.Popen:
+    """A child in its own session that runs `setup`, says so, and sleeps."""
     script = (
-        "import subprocess, sys, time\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        "print('up', flush=True)\n"
-        "time.sleep(600)\n"
+        f"import signal, subprocess, sys, time\n{setup}\nprint('up', flush=True)\ntime.sleep(600)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
     )
     assert proc.stdout.readline() == b"up\n"
+    return proc
+
+
+def test_stop_group_stops_the_child_and_what_it_started():
+    """A child that started a grandchild: both are gone when stop_group returns."""
+    proc = _group_leader("subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])")
     assert len(serving.group_members(proc.pid)) == 2
     serving.stop_group(proc, timeout=10)
     assert serving.group_members(proc.pid) == []
@@ -47,16 +50,7 @@ def test_stop_group_stops_the_child_and_what_it_started():
 
 
 def test_stop_group_kills_a_child_that_ignores_sigterm():
-    script = (
-        "import signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "print('up', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True
-    )
-    assert proc.stdout.readline() == b"up\n"
+    proc = _group_leader("signal.signal(signal.SIGTERM, signal.SIG_IGN)")
     t0 = time.monotonic()
     serving.stop_group(proc, timeout=1)
     assert proc.returncode == -signal.SIGKILL
