@@ -227,50 +227,50 @@ def final_eval_returns(episodes: pd.DataFrame) -> pd.Series:
 
 
 def frames_to_threshold(
-    train_eval: pd.DataFrame,
-    episodes: pd.DataFrame,
-    threshold: float,
-    train: pd.DataFrame | None = None,
+    train_eval: pd.DataFrame, episodes: pd.DataFrame, threshold: float
 ) -> pd.DataFrame:
     """Per variant and seed: the first frames at which the deterministic evaluation during
-    training reached `threshold` (NaN if never), the training seconds spent by then (from
-    `train`'s wall_s, the cumulative time of the training batches; NaN without it), and
-    whether the seed is still there at the end (its last evaluation during training and its
-    final evaluation's mean; the worst final episode is listed too)."""
+    training reached `threshold` (NaN if never), and whether the seed is still there at the
+    end (its last evaluation during training and its final evaluation's mean)."""
     final = final_eval_returns(episodes)
-    worst = episodes.groupby(["variant", "seed"])["return"].min()
-    wall = (
-        {key: run.sort_values("frames") for key, run in train.groupby(["variant", "seed"])}
-        if train is not None and "wall_s" in train
-        else {}
-    )
     rows = []
     for (variant, seed), run in train_eval.sort_values("frames").groupby(["variant", "seed"]):
         hit = run.loc[run["eval_return"] >= threshold, "frames"]
         last = float(run["eval_return"].iloc[-1])
         final_mean = float(final.get((variant, seed), np.nan))
-        frames = float(hit.iloc[0]) if len(hit) else np.nan
-        seconds = np.nan
-        if len(hit) and (variant, seed) in wall:
-            batches = wall[(variant, seed)]
-            done = batches.loc[batches["frames"] >= frames, "wall_s"]
-            seconds = float(done.iloc[0]) if len(done) else np.nan
         rows.append(
             {
                 "variant": variant,
                 "seed": int(seed),
                 "threshold": threshold,
                 "reached": bool(len(hit)),
-                "frames_to_threshold": frames,
-                "seconds_to_threshold": seconds,
+                "frames_to_threshold": float(hit.iloc[0]) if len(hit) else np.nan,
                 "frames_trained": int(run["frames"].max()),
                 "last_train_eval_return": last,
                 "final_eval_return": final_mean,
-                "final_eval_return_min": float(worst.get((variant, seed), np.nan)),
                 "solved_at_end": bool(last >= threshold and final_mean >= threshold),
             }
         )
     return pd.DataFrame(rows)
+
+
+def seconds_to_threshold(thresholds: pd.DataFrame, train: pd.DataFrame) -> pd.Series:
+    """Per (variant, seed) of `thresholds` (frames_to_threshold's table): the training
+    seconds spent when the threshold was first reached, read from the training table's
+    wall_s (the cumulative time of the training batches) at that batch; NaN if never."""
+    runs = {key: run.sort_values("frames") for key, run in train.groupby(["variant", "seed"])}
+    seconds = {}
+    for r in thresholds.to_dict("records"):
+        key, frames = (r["variant"], int(r["seed"])), r["frames_to_threshold"]
+        run = runs.get(key)
+        done = (
+            run.loc[run["frames"] >= frames, "wall_s"]
+            if run is not None and "wall_s" in run and not np.isnan(frames)
+            else []
+        )
+        seconds[key] = float(done.iloc[0]) if len(done) else np.nan
+    index = pd.MultiIndex.from_tuples(list(seconds), names=["variant", "seed"])
+    return pd.Series(list(seconds.values()), index=index, dtype=float)
 
 
 def performance_profile(
@@ -385,9 +385,7 @@ def ppo_tables(
             train_eval, "frames", ["eval_return", "eval_episode_length"], boot
         ),
         "ppo_summary": final_summary(train, train_eval, episodes, boot, section["threshold"]),
-        "ppo_frames_to_threshold": frames_to_threshold(
-            train_eval, episodes, section["threshold"], train
-        ),
+        "ppo_frames_to_threshold": frames_to_threshold(train_eval, episodes, section["threshold"]),
         "ppo_performance_profile": performance_profile(scores, boot, section["profile_points"]),
         "ppo_comparison": comparison,
     }

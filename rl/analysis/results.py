@@ -71,11 +71,13 @@ def plot_ppo(cfg: dict, agg_dir: Path, png, pdf, stats_png, stats_pdf) -> None:
         tables, curves, f"PPO on {cfg['env']['id']} ({cfg['study']})", size, dpi, order
     )
     plotting.save_figure(fig, png, pdf)
+    thresholds = read("ppo_frames_to_threshold.csv")
+    seconds = agg.seconds_to_threshold(thresholds, tables["train"])
     fig = plotting.statistics_figure(
         read("ppo_summary.csv"),
         read("ppo_performance_profile.csv"),
         read("ppo_comparison.csv"),
-        read("ppo_frames_to_threshold.csv"),
+        thresholds.assign(seconds_to_threshold=seconds.to_numpy()),
         f"Final evaluation return across seeds ({cfg['study']})",
         size,
         dpi,

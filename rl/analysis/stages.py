@@ -38,16 +38,21 @@ def ppo_headlines(folder: Path) -> tuple[dict, dict]:
     """For the parent runs: each seed's final evaluation return (mean and worst of its
     episodes), whether, after how many frames and training seconds it reached the
     threshold; per variant the IQM of the final return across seeds, with its interval."""
-    per_seed = {
-        (r["variant"], int(r["seed"])): {
+    from rl.analysis.aggregation import seconds_to_threshold
+
+    thresholds = read_csv(folder / "ppo_frames_to_threshold.csv")
+    seconds = seconds_to_threshold(thresholds, read_csv(folder / "ppo_train.csv"))
+    worst = read_csv(folder / "ppo_eval_episodes.csv").groupby(["variant", "seed"])["return"].min()
+    per_seed = {}
+    for r in thresholds.to_dict("records"):
+        key = (r["variant"], int(r["seed"]))
+        per_seed[key] = {
             "final_eval_return_mean": r["final_eval_return"],
-            "final_eval_return_min": r["final_eval_return_min"],
+            "final_eval_return_min": worst.get(key),
             "reached_threshold": float(r["reached"]),
             "frames_to_threshold": r["frames_to_threshold"],
-            "seconds_to_threshold": r["seconds_to_threshold"],
+            "seconds_to_threshold": seconds.get(key),
         }
-        for r in read_csv(folder / "ppo_frames_to_threshold.csv").to_dict("records")
-    }
     summary = read_csv(folder / "ppo_summary.csv")
     study = {}
     for r in summary[summary["quantity"] == "eval_return"].to_dict("records"):
