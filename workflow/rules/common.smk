@@ -1,6 +1,7 @@
 # The only logic of the workflow: config validation, paths, provenance environment.
 import importlib.util
 import os
+from pathlib import Path
 import shlex
 import subprocess
 import sys
@@ -110,6 +111,33 @@ except rl_config.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 
+def _unwritable(path):
+    """Why `path` cannot be made and written, found without writing anything (a dry run
+    writes nothing): a file where a folder must be, or a folder this user may not write."""
+    for p in [path, *path.parents]:
+        if os.path.lexists(p):
+            if not os.path.isdir(p):
+                return f"'{p}' is a file, not a folder"
+            if not os.access(p, os.W_OK | os.X_OK):
+                return f"this user may not write in '{p}'"
+            return None
+    return None
+
+
+def _results_error(problem):
+    return WorkflowError(
+        f"Cannot write the study's resolved config {RESOLVED_CONFIG} ({problem}). The "
+        f"results folder (config key results_dir='{config['results_dir']}') must be a "
+        f"writable directory: fix its permissions, free space, or point results_dir at a "
+        f"folder you own."
+    )
+
+
+_problem = _unwritable(Path(RESOLVED_CONFIG).parent)
+if _problem:
+    raise _results_error(_problem)
+
+
 def write_resolved_config():
     """The resolved config (defaults filled), which every job reads. Written when the
     workflow starts to run, never at parse time, so a dry run, --lint or --dag writes
@@ -117,12 +145,7 @@ def write_resolved_config():
     try:
         rl_config.write_resolved(RESOLVED_CONFIG, rl_config.dump(config))
     except OSError as exc:
-        raise WorkflowError(
-            f"Cannot write the study's resolved config {RESOLVED_CONFIG} ({exc.strerror}: "
-            f"'{exc.filename}'). The results folder (config key results_dir="
-            f"'{config['results_dir']}') must be a writable directory: fix its permissions, "
-            f"free space, or point results_dir at a folder you own."
-        ) from None
+        raise _results_error(f"{exc.strerror}: '{exc.filename}'") from None
 
 
 onstart:
