@@ -27,6 +27,7 @@ from rl.tracking.store import (
     parent_params,
     set_parent_params,
     tracking_uri,
+    variant_params,
 )
 
 log = logging.getLogger("rl")
@@ -150,7 +151,10 @@ class StageRun:
             if found:
                 return found[0].info.run_id
             log.info("MLflow: adding the parent run of %s", _parent_key(self.variant, self.seed))
-            return _create_parent(self.client, exp_id, self.cfg, self.variant, self.seed)
+            by_variant = variant_params(self.cfg, self.variant)
+            return _create_parent(
+                self.client, exp_id, self.cfg, self.variant, self.seed, by_variant
+            )
 
     def __enter__(self) -> StageRun:
         if not self.enabled:
@@ -361,11 +365,12 @@ class StageRun:
         by_key = {
             (r.data.tags["rl.variant"], int(r.data.tags["rl.seed"])): r for r in parents or []
         }
+        by_variant = variant_params(self.cfg)
         for (variant, seed), values in sorted(per_seed.items()):
             parent = by_key.get((variant, int(seed)))
             if parent is None:
                 continue
-            params = parent_params(self.cfg, variant, int(seed))
+            params = parent_params(by_variant, variant, int(seed))
             self._call("logging a parent's params", set_parent_params, self.client, parent, params)
             found = metrics(values)
             if found:

@@ -234,24 +234,34 @@ def _parent_key(variant: str | None, seed: int | None) -> str:
     return "study" if seed is None else f"{variant}/seed{seed}"
 
 
-def parent_params(cfg: dict, variant: str, seed: int) -> dict[str, str]:
-    """What tells one (variant, seed) parent run from another in the UI's run table: the
-    variant, seed, environment, the variant's config hash and, given the study's config
-    (with its `variants`), every PPO and pendulum setting that differs between variants."""
+def variant_params(cfg: dict, name: str | None = None) -> dict[str, dict[str, str]]:
+    """Per variant, what tells its parent runs from the others' in the UI's run table (the
+    seed aside): the variant, environment, the variant's config hash and every PPO and
+    pendulum setting that differs between the study's variants. `cfg` is the study's
+    config, computed once for all its variants; with `name`, `cfg` is that one variant's
+    resolved config (a job's) and only its identity is known."""
     from rl.core.config import OVERRIDABLE, config_hash, flatten, variant_config, variant_names
 
-    params = {"variant": variant, "seed": str(seed), "env_id": str(cfg["env"]["id"])}
-    if not cfg.get("variants"):  # the study's own config, or one variant's
-        return params | {"config_hash": config_hash(cfg)}
-    flat = {
-        name: flatten({s: variant_config(cfg, name).get(s) for s in OVERRIDABLE})
-        for name in variant_names(cfg)
-    }
+    if name is not None or not cfg.get("variants"):
+        configs = {name or layout.DEFAULT_VARIANT: cfg}
+    else:
+        configs = {v: variant_config(cfg, v) for v in variant_names(cfg)}
+    flat = {v: flatten({s: c.get(s) for s in OVERRIDABLE}) for v, c in configs.items()}
     differ = sorted(
         {k for f in flat.values() for k in f if len({str(g.get(k)) for g in flat.values()}) > 1}
     )
-    params |= {k: str(flat[variant].get(k)) for k in differ}
-    return params | {"config_hash": config_hash(variant_config(cfg, variant))}
+    return {
+        v: {"variant": v, "env_id": str(c["env"]["id"])}
+        | {k: str(flat[v].get(k)) for k in differ}
+        | {"config_hash": config_hash(c)}
+        for v, c in configs.items()
+    }
+
+
+def parent_params(by_variant: dict, variant: str, seed: int) -> dict[str, str]:
+    """One parent run's params from variant_params; a variant the config does not name (the
+    default parents mlflow-sync keeps for a study with variants) gets its name and seed."""
+    return {"variant": variant} | by_variant.get(variant, {}) | {"seed": str(seed)}
 
 
 def set_parent_params(client, run, params: dict[str, str]) -> None:
@@ -263,7 +273,9 @@ def set_parent_params(client, run, params: dict[str, str]) -> None:
         client.log_batch(run.info.run_id, params=missing)
 
 
-def _create_parent(client, exp_id: str, cfg: dict, variant: str | None, seed: int | None) -> str:
+def _create_parent(
+    client, exp_id: str, cfg: dict, variant: str | None, seed: int | None, by_variant: dict
+) -> str:
     study = cfg["study"]
     tags = {"rl.kind": "study", "rl.study": study}
     name = f"{study}-all-seeds"
@@ -272,7 +284,7 @@ def _create_parent(client, exp_id: str, cfg: dict, variant: str | None, seed: in
         name = f"{variant}-seed{seed}"
     run = client.create_run(exp_id, run_name=name, tags=tags)
     if seed is not None:
-        set_parent_params(client, run, parent_params(cfg, variant, seed))
+        set_parent_params(client, run, parent_params(by_variant, variant, seed))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -285,6 +297,7 @@ def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> di
         client = _client(uri)
         exp_id = _ensure_experiment(client, cfg, uri)
         parents: dict[str, str] = {}
+        by_variant = variant_params(cfg)
         wanted = [(None, None)] + [(v, s) for v in variants for s in seeds]
         for variant, seed in wanted:
             found = client.search_runs(
@@ -293,9 +306,9 @@ def open_store(cfg: dict, uri: str, seeds: list[int], variants: list[str]) -> di
             if found:
                 run_id = found[0].info.run_id
                 if seed is not None:
-                    set_parent_params(client, found[0], parent_params(cfg, variant, seed))
+                    set_parent_params(client, found[0], parent_params(by_variant, variant, seed))
             else:
-                run_id = _create_parent(client, exp_id, cfg, variant, seed)
+                run_id = _create_parent(client, exp_id, cfg, variant, seed, by_variant)
             parents[_parent_key(variant, seed)] = run_id
     except TrackingUnavailable:
         raise

@@ -114,7 +114,8 @@ def test_parent_params_name_the_settings_that_differ_between_variants(cfg):
             ]
         }
     )
-    a, b = tracking.parent_params(cfg, "a", 0), tracking.parent_params(cfg, "b", 3)
+    by_variant = tracking.variant_params(cfg)
+    a, b = tracking.parent_params(by_variant, "a", 0), tracking.parent_params(by_variant, "b", 3)
     assert (a["variant"], a["seed"], b["variant"], b["seed"]) == ("a", "0", "b", "3")
     differ = {"ppo.lr", "ppo.gamma", "pendulum.lr"}
     assert differ <= set(a) and differ <= set(b)
@@ -122,6 +123,11 @@ def test_parent_params_name_the_settings_that_differ_between_variants(cfg):
     assert a["ppo.gamma"] == str(cfg["ppo"]["gamma"])  # the base value where a has none
     assert "ppo.clip_epsilon" not in a  # the same in every variant: not a column
     assert a["config_hash"] == config_mod.config_hash(config_mod.variant_config(cfg, "a"))
+    # mlflow-sync keeps `default` parents for a study with variants: named, not a KeyError
+    assert tracking.parent_params(by_variant, "default", 1) == {"variant": "default", "seed": "1"}
+    # a job's own variant config: its identity, hashed as the job hashes it
+    own = config_mod.variant_config(cfg, "b")
+    assert tracking.variant_params(own, "b")["b"]["config_hash"] == b["config_hash"]
 
 
 def test_a_study_stage_puts_headline_numbers_on_the_parent_runs(cfg, store):
