@@ -1,45 +1,54 @@
-"""When the PPO loop (rl.ppo.train) checkpoints, evaluates and reports: the frame-count
-checkpoint segments, and the clock- and frame-driven triggers checked after each batch."""
+"""When the PPO loop (rl.ppo.train) evaluates, checkpoints and reports, asked after each
+batch: the questions only look (`evaluation`, `checkpoint`, `report`), and the loop says
+what it did (`evaluated`, `checkpointed`, `reported`)."""
 
 from __future__ import annotations
 
 import time
 
 
-def segment_frames(state: dict, ppo: dict) -> tuple[int, int]:
-    """(end, frames to collect) of the checkpoint segment that starts at the frames done:
-    segments end on multiples of checkpoint_interval_frames (or the budget), in batches."""
-    interval, batch = ppo["checkpoint_interval_frames"], ppo["frames_per_batch"]
-    end = min((state["frames"] // interval + 1) * interval, ppo["total_frames"])
-    return end, -(-(end - state["frames"]) // batch) * batch
+def segment_end(frames: int, ppo: dict) -> int:
+    """Where the checkpoint segment that starts at `frames` ends: the next multiple of
+    checkpoint_interval_frames, or the budget. The segment's last batch is the first to
+    reach it."""
+    interval = ppo["checkpoint_interval_frames"]
+    return min((frames // interval + 1) * interval, ppo["total_frames"])
 
 
 class Due:
-    """When the loop evaluates (every eval_interval_frames and at the end), when it
-    checkpoints between segment ends (every checkpoint_interval_minutes) and when it reports
-    the batches' metrics (every `report_s` seconds, and before either of the other two)."""
+    """The loop's triggers from `frames` (the frames done when it starts or resumes):
+
+    - evaluation: every eval_interval_frames and at the end of the budget;
+    - checkpoint: at the end of each checkpoint segment and every
+      checkpoint_interval_minutes, never at the end of the budget (the run's outputs are
+      written then);
+    - report (the batches' metrics copied to the host): every `report_s` seconds.
+    """
 
     def __init__(self, ppo: dict, frames: int, report_s: float):
         self.every, self.total = ppo["eval_interval_frames"], ppo["total_frames"]
         self.next_eval = (frames // self.every + 1) * self.every
-        self.minutes = ppo["checkpoint_interval_minutes"]
+        self.ppo, self.segment_end = ppo, segment_end(frames, ppo)
+        self.minutes, self.report_s = ppo["checkpoint_interval_minutes"], report_s
         self.last_checkpoint = self.last_report = time.monotonic()
-        self.report_s = report_s
 
     def evaluation(self, frames: int) -> bool:
-        if frames >= self.next_eval or frames >= self.total:
-            self.next_eval += self.every
-            return True
-        return False
+        return frames >= self.next_eval or frames >= self.total
 
-    def checkpoint(self) -> bool:
-        return (time.monotonic() - self.last_checkpoint) / 60 >= self.minutes
+    def evaluated(self) -> None:
+        self.next_eval += self.every
 
-    def checkpointed(self) -> None:
+    def checkpoint(self, frames: int) -> bool:
+        minutes = (time.monotonic() - self.last_checkpoint) / 60
+        return frames < self.total and (frames >= self.segment_end or minutes >= self.minutes)
+
+    def checkpointed(self, frames: int) -> None:
         self.last_checkpoint = time.monotonic()
+        if frames >= self.segment_end:
+            self.segment_end = segment_end(frames, self.ppo)
 
     def report(self) -> bool:
-        if time.monotonic() - self.last_report >= self.report_s:
-            self.last_report = time.monotonic()
-            return True
-        return False
+        return time.monotonic() - self.last_report >= self.report_s
+
+    def reported(self) -> None:
+        self.last_report = time.monotonic()

@@ -2,13 +2,13 @@
 ClipPPOLoss, an on-policy replay buffer, Adam with an optional cosine schedule, gradient
 clipping.
 
-`train` reads top to bottom: collect a batch, compute advantages and update, record the
-batch, evaluate when due, checkpoint when due. Everything the loop needs to continue is in
-`Run` (its modules, optimiser, schedule and collection: the training envs' simulators,
-generators and pending observations) and `Run.state` (counters and metric rows), saved as
-one `Checkpoint`, so a run resumed from any checkpoint it wrote, on the frames or the
-minutes trigger, continues the very episodes it was collecting and ends as the
-uninterrupted run, bit for bit.
+`train` is the loop, top to bottom: collect a batch, compute advantages and update, record
+the batch, evaluate when due, checkpoint when due (rl.ppo.due says when). Everything the
+loop needs to continue is in `Run` (its modules, optimiser, schedule and collection: the
+training envs' simulators, generators and pending observations) and `Run.state` (counters
+and metric rows), saved as one `Checkpoint`, so a run resumed from any checkpoint it wrote,
+on the frames or the minutes trigger, continues the very episodes it was collecting and
+ends as the uninterrupted run, bit for bit.
 
 One loop for every backend and device. A batch reads nothing on the host: its metrics stay
 on the device (rl.ppo.update.batch_metrics) and are copied in one go when the loop reports:
@@ -26,10 +26,13 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tensordict import TensorDict
+from torchrl.envs import EnvBase
 from torchrl.objectives.value import GAE
 
 from rl.core.checkpoint import Checkpoint, TrainingDiverged
@@ -37,11 +40,12 @@ from rl.core.config import PPO_SECTIONS, config_hash
 from rl.core.device import resolve_device
 from rl.core.progress import Progress
 from rl.core.snapshots import Snapshots
-from rl.ppo.collect import make_collection
-from rl.ppo.due import Due, segment_frames
+from rl.ppo.collect import Collection, make_collection
+from rl.ppo.due import Due
 from rl.ppo.envs import make_eval_env, make_training_env
 from rl.ppo.evaluate import evaluate_episode
 from rl.ppo.models import make_actor_critic
+from rl.ppo.resident import DeviceRollout
 from rl.ppo.update import METRICS, batch_metrics, make_advantage, make_loss, make_step, update
 
 log = logging.getLogger("rl")
@@ -99,19 +103,19 @@ class Run:
 
     cfg: dict
     device: torch.device
-    env: object
-    eval_env: object
+    env: EnvBase
+    eval_env: EnvBase
     eval_seed: int
     actor: torch.nn.Module
     critic: torch.nn.Module
     advantage: GAE
-    step: object
-    params: list
+    params: list[torch.nn.Parameter]
     optim: torch.optim.Optimizer
-    sched: object
+    sched: torch.optim.lr_scheduler.LRScheduler
     ckpt: Checkpoint
     state: dict
-    collection: object = None
+    collection: Collection | DeviceRollout | None = None  # made once the run exists
+    step: Callable[[TensorDict], TensorDict] | None = None  # made after the restore
     snapshots: Snapshots | None = None
 
     @property
@@ -136,6 +140,23 @@ class Run:
     def checkpoint(self) -> None:
         self.state["checkpointed"] = self.state["frames"]
         self.ckpt.save(f"frame {self.state['frames']}", self.state, self.modules, self.generators)
+
+    @contextlib.contextmanager
+    def closing(self):
+        """The collection (its worker processes) and the envs closed on the way out."""
+        try:
+            yield self
+        finally:
+            if self.collection is not None:
+                self.collection.shutdown()
+            self.env.close()
+            self.eval_env.close()
+
+    def result(self) -> dict:
+        """What `train` returns: the loop state, the modules, the device, the checkpoint."""
+        modules = {"actor": self.actor, "critic": self.critic}
+        modules |= {"optim": self.optim, "sched": self.sched}
+        return {"state": self.state, **modules, "device": self.device, "checkpoint": self.ckpt.path}
 
 
 def _schedule(optim, ppo: dict):
@@ -181,7 +202,6 @@ def setup(cfg: dict, seed: int, obs_stats: dict, out_dir: str | Path) -> Run:
         actor=actor,
         critic=critic,
         advantage=advantage,
-        step=None,
         params=params,
         optim=optim,
         sched=sched,
@@ -210,29 +230,122 @@ def _restore(run: Run) -> None:
     log.info("resuming from checkpoint %s at frame %d", run.ckpt.path, resumed["frames"])
 
 
-def learn(run: Run, data) -> torch.Tensor:
-    """Update on one batch and step the schedule; the batch's metrics, on the device."""
+@dataclass
+class Batch:
+    """A batch the loop has trained on but not reported yet: the frames done after it, its
+    number, its size in frames, its seconds on the host and its metrics (METRICS order),
+    still on the device."""
+
+    frames: int
+    number: int
+    size: int
+    seconds: float
+    metrics: torch.Tensor
+
+
+def train(
+    cfg: dict,
+    seed: int,
+    obs_stats: dict,
+    out_dir: str | Path,
+    on_batch=None,
+    snapshot_every: int | None = None,
+    batch_guard=None,
+) -> dict:
+    """Train one seed; returns the loop state, the modules and the device.
+
+    `on_batch(row, eval_row_or_None)` is called for every batch's row as the loop reports
+    it (live MLflow logging); `batch_guard`: a context manager factory entered around each
+    batch's collection and update (tests: no host read there). With `snapshot_every`
+    (frames, a multiple of frames_per_batch), `state['snapshots']` holds a copy of the actor
+    at 0 and every that many frames (rl.core.snapshots); taking them changes no number.
+
+    Resumable: a checkpoint of everything the loop needs (the collection's state included:
+    its episodes run on) falls at every multiple of `checkpoint_interval_frames` and every
+    `checkpoint_interval_minutes`; a run resumed from any of them ends as the uninterrupted
+    run, bit for bit. A checkpoint of other settings is refused.
+    """
+    run = setup(cfg, seed, obs_stats, out_dir)
+    ppo, state, collection = cfg["ppo"], run.state, run.collection
+    guard = batch_guard or contextlib.nullcontext
+    interval = cfg["progress"]["log_interval_seconds"]
+    progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
+    with run.closing(), contextlib.closing(progress):
+        with run.ckpt.on_interrupt(lambda: f"frame {state['frames']}"):
+            _start(run, on_batch, snapshot_every)
+            # on a GPU the batches of a log interval run back to back; on the CPU each is
+            # reported as it ends (a diverged run stops at once)
+            due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
+            left = (ppo["total_frames"] - state["frames"]) // ppo["frames_per_batch"]
+            batches = collection.batches(left)
+            pending: list[Batch] = []  # trained on, their metrics still on the device
+            started = time.perf_counter()
+            while state["frames"] < ppo["total_frames"]:
+                with guard():  # one batch: its collection and update
+                    data = next(batches)
+                    metrics = learn(run, data)
+                    collection.update_policy_weights_()
+                size, ended = data.numel(), time.perf_counter()
+                state["frames"] += size
+                state["batches"] += 1
+                pending.append(
+                    Batch(state["frames"], state["batches"], size, ended - started, metrics)
+                )
+                evaluating = due.evaluation(state["frames"])
+                checkpointing = due.checkpoint(state["frames"])
+                if evaluating or checkpointing or _snapshot_due(run) or due.report():
+                    rows = report(run, pending, ended)
+                    due.reported()
+                    snapshot(run)  # after the report: the loop's seconds are the batch's
+                    eval_row = None
+                    if evaluating:
+                        eval_row = evaluate(run)
+                        due.evaluated()
+                    _publish(rows, eval_row, on_batch, progress)
+                if checkpointing:
+                    run.checkpoint()
+                    due.checkpointed(state["frames"])
+                started = time.perf_counter()  # evaluations and checkpoints are not throughput
+    return run.result()
+
+
+def _start(run: Run, on_batch, snapshot_every: int | None) -> None:
+    """Before the first batch: the snapshots kept (the one at 0 taken), and the rows of a
+    resumed run passed to `on_batch` again (a killed process may not have logged them)."""
+    state = run.state
+    if snapshot_every:
+        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
+        snapshot(run)
+    if on_batch is not None:
+        evals = {e["frames"]: e for e in state["eval"]}
+        for row in state["metrics"]:
+            on_batch(row, evals.get(row["frames"]))
+
+
+def learn(run: Run, data: TensorDict) -> torch.Tensor:
+    """GAE and the PPO epochs on one batch, then the schedule's step; the batch's metrics,
+    on the device."""
     losses = update(data, run.advantage, run.step, run.cfg["ppo"])
     metrics = batch_metrics(data, losses, run.optim.param_groups[0]["lr"])  # this batch's lr
     run.sched.step()
     return metrics
 
 
-def report(run: Run, pending: list, since: float) -> list[dict]:
+def report(run: Run, pending: list[Batch], since: float) -> list[dict]:
     """Copy the metrics of the batches not yet reported to the host (one transfer) and
     commit their rows; the wait for the device since `since` (the end of the last batch on
-    the host) is the last batch's time. `pending`: [frames after, batch, frames, seconds,
-    metrics] per batch, emptied."""
-    values = torch.stack([p[4] for p in pending]).tolist()
-    pending[-1][3] += time.perf_counter() - since
+    the host) counts in the last batch's seconds. Empties `pending`."""
+    values = torch.stack([b.metrics for b in pending]).tolist()
+    pending[-1].seconds += time.perf_counter() - since
     rows = []
-    for (frames, batch, numel, seconds, _), vector in zip(pending, values, strict=True):
+    for batch, vector in zip(pending, values, strict=True):
         m = dict(zip(METRICS, vector, strict=True))
-        row = {"frames": frames, "batch": batch, **m}
+        row = {"frames": batch.frames, "batch": batch.number, **m}
         row["train_reward_mean"] = m["train_reward_mean"] / run.cfg["ppo"]["reward_scale"]
         row["train_max_episode_length"] = int(m["train_max_episode_length"])
-        row |= {"frames_per_s": numel / seconds, "wall_s": run.state["wall_s"] + seconds}
-        record(run, row, frames - numel)
+        wall_s = run.state["wall_s"] + batch.seconds
+        row |= {"frames_per_s": batch.size / batch.seconds, "wall_s": wall_s}
+        record(run, row, batch.frames - batch.size)
         rows.append(row)
     pending.clear()
     return rows
@@ -261,12 +374,18 @@ def record(run: Run, row: dict, start: int) -> None:
     run.state["metrics"].append(row)
 
 
+def _snapshot_due(run: Run) -> bool:
+    return run.snapshots is not None and run.snapshots.due(run.state["frames"])
+
+
 def snapshot(run: Run) -> None:
     """A copy of the actor when one is due at the frames done (rl.core.snapshots)."""
-    snaps, state, ppo = run.snapshots, run.state, run.cfg["ppo"]
-    if snaps is not None and snaps.due(state["frames"]):
+    state, ppo = run.state, run.cfg["ppo"]
+    if _snapshot_due(run):
         per_batch = ppo["num_epochs"] * (ppo["frames_per_batch"] // ppo["minibatch_size"])
-        snaps.take(run.actor, state["frames"], state["batches"] * per_batch, state["wall_s"])
+        run.snapshots.take(
+            run.actor, state["frames"], state["batches"] * per_batch, state["wall_s"]
+        )
 
 
 def evaluate(run: Run) -> dict:
@@ -279,107 +398,9 @@ def evaluate(run: Run) -> dict:
     return row
 
 
-def train_segment(run: Run, due: Due, progress, on_batch, batch_guard):
-    """Collect, update, report, evaluate when due, checkpoint when due: one checkpoint
-    segment, its batches continuing the episodes of the last. `batch_guard()` is entered
-    around each batch's collection and update (tests: no host sync there)."""
-    ppo, state, collection = run.cfg["ppo"], run.state, run.collection
-    end, frames = segment_frames(state, ppo)
-    last = state["frames"] + frames
-    batches = collection.batches(frames // ppo["frames_per_batch"])
-    pending = []  # the batches whose metrics are still on the device
-    t_batch = time.perf_counter()
-    while True:
-        with batch_guard():
-            data = next(batches, None)
-            if data is None:
-                break
-            metrics = learn(run, data)
-            collection.update_policy_weights_()
-        state["frames"] += data.numel()
-        state["batches"] += 1
-        t_end = time.perf_counter()
-        pending.append([state["frames"], state["batches"], data.numel(), t_end - t_batch, metrics])
-        evaluating = due.evaluation(state["frames"])
-        checkpointing = due.checkpoint() and state["frames"] < end
-        snapping = run.snapshots is not None and run.snapshots.due(state["frames"])
-        if evaluating or checkpointing or snapping or state["frames"] >= last or due.report():
-            rows = report(run, pending, t_end)
-            snapshot(run)  # after the report: the loop's seconds are the batch's
-            eval_row = evaluate(run) if evaluating else None
-            for row in rows if on_batch is not None else ():
-                on_batch(row, eval_row if row is rows[-1] else None)
-            shown = {"eval_return": eval_row["eval_return"]} if eval_row else {}
-            progress.update(state["frames"], reward=rows[-1]["train_reward_mean"], **shown)
-        if checkpointing:
-            run.checkpoint()
-            due.checkpointed()
-        t_batch = time.perf_counter()  # evaluations and checkpoints are not throughput
-    if state["frames"] < ppo["total_frames"]:
-        run.checkpoint()
-        due.checkpointed()
-
-
-def _loop(run: Run, on_batch, snapshot_every: int | None, guard) -> None:
-    ppo, state = run.cfg["ppo"], run.state
-    if snapshot_every:
-        run.snapshots = Snapshots(snapshot_every, state.setdefault("snapshots", []))
-        snapshot(run)
-    if on_batch is not None:  # rows a killed process may not have logged yet
-        evals = {e["frames"]: e for e in state["eval"]}
-        for row in state["metrics"]:
-            on_batch(row, evals.get(row["frames"]))
-    interval = run.cfg["progress"]["log_interval_seconds"]
-    progress = Progress(ppo["total_frames"], "frames", interval, state["frames"])
-    # on a GPU the batches of a log interval run back to back; on the CPU a batch's metrics
-    # are on the host already, so each is reported as it ends (a diverged run stops at once)
-    due = Due(ppo, state["frames"], interval if run.device.type == "cuda" else 0.0)
-    try:
-        while state["frames"] < ppo["total_frames"]:
-            train_segment(run, due, progress, on_batch, guard)
-    finally:
-        progress.close()
-
-
-def train(
-    cfg: dict,
-    seed: int,
-    obs_stats: dict,
-    out_dir: str | Path,
-    on_batch=None,
-    snapshot_every: int | None = None,
-    batch_guard=None,
-) -> dict:
-    """Train one seed; returns the loop state, the modules and the device.
-
-    `on_batch(row, eval_row_or_None)` is called for every batch's row as the loop reports
-    it (live MLflow logging); `batch_guard`: a context manager factory entered around each
-    batch (tests). With `snapshot_every` (frames, a multiple of frames_per_batch),
-    `state['snapshots']` holds a copy of the actor at 0 and every that many frames
-    (rl.core.snapshots); taking them changes no number.
-
-    Resumable: the run is cut into segments of `checkpoint_interval_frames`, each ending
-    with a checkpoint of everything the loop needs, the collection's state included (one
-    collector for the run: episodes run on across segments); more are written every
-    `checkpoint_interval_minutes` between batches. A run resumed from any of them
-    therefore reproduces the uninterrupted run exactly, and where checkpoints fall changes
-    no number. Resume needs the same settings: a checkpoint from another config is refused.
-    """
-    run = setup(cfg, seed, obs_stats, out_dir)
-    state = run.state
-    try:
-        with run.ckpt.on_interrupt(lambda: f"frame {state['frames']}"):
-            _loop(run, on_batch, snapshot_every, batch_guard or contextlib.nullcontext)
-    finally:
-        run.collection.shutdown()
-        run.env.close()
-        run.eval_env.close()
-    return {
-        "state": state,
-        "actor": run.actor,
-        "critic": run.critic,
-        "optim": run.optim,
-        "sched": run.sched,
-        "device": run.device,
-        "checkpoint": run.ckpt.path,
-    }
+def _publish(rows: list[dict], eval_row: dict | None, on_batch, progress: Progress) -> None:
+    """The reported rows to `on_batch` (the evaluation with the last) and the progress line."""
+    for row in rows if on_batch is not None else ():
+        on_batch(row, eval_row if row is rows[-1] else None)
+    shown = {"eval_return": eval_row["eval_return"]} if eval_row else {}
+    progress.update(rows[-1]["frames"], reward=rows[-1]["train_reward_mean"], **shown)

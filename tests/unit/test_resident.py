@@ -34,7 +34,7 @@ def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_
     from types import SimpleNamespace
 
     from rl.core.checkpoint import Checkpoint, TrainingDiverged
-    from rl.ppo.train import report
+    from rl.ppo.train import Batch, report
 
     state = {"wall_s": 10.0, "metrics": [], "checkpointed": None}
     run = SimpleNamespace(cfg={"ppo": {"reward_scale": 0.1}}, state=state)
@@ -42,7 +42,7 @@ def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_
     vector = lambda reward, loss: torch.tensor(  # noqa: E731
         [reward, 7, loss, 2.0, 0.0, float("nan"), 0.5, 1e-3], dtype=torch.float64
     )
-    pending = [[128, 1, 128, 1.0, vector(0.9, 1.0)], [256, 2, 128, 2.0, vector(0.8, 3.0)]]
+    pending = [Batch(128, 1, 128, 1.0, vector(0.9, 1.0)), Batch(256, 2, 128, 2.0, vector(0.8, 3.0))]
     rows = report(run, pending, since=time.perf_counter())  # the device done at once
     assert pending == [] and [r["batch"] for r in rows] == [1, 2]
     assert [r["wall_s"] for r in rows] == pytest.approx([11.0, 13.0], abs=0.1)
@@ -50,7 +50,7 @@ def test_one_report_turns_several_batches_of_device_metrics_into_their_rows(tmp_
     assert rows[0]["train_reward_mean"] == pytest.approx(9.0) and rows[0]["frames_per_s"] == 128
     assert rows[0]["train_max_episode_length"] == 7 and rows[1]["loss_objective"] == 3.0
     assert state["metrics"] == rows
-    pending = [[384, 3, 128, 1.0, vector(0.7, float("nan"))]]
+    pending = [Batch(384, 3, 128, 1.0, vector(0.7, float("nan")))]
     with pytest.raises(TrainingDiverged, match="diverged at frame 256"):
         report(run, pending, since=time.perf_counter())
 
