@@ -324,6 +324,13 @@ def write_resolved(path: str | Path, text: str) -> None:
         write_text(path, text)
 
 
+def train_cores(cfg: Mapping[str, Any]) -> int:
+    """The cores a PPO training job reserves: one per collector process, times the physics
+    threads of each with env.backend mujoco-batch."""
+    threads = cfg["env"]["threads"] if cfg["env"]["backend"] == "mujoco-batch" else 1
+    return cfg["ppo"]["collector_workers"] * threads
+
+
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """A short stable hash of the resolved config (key order does not matter)."""
     blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)

@@ -13,6 +13,9 @@ from rl.core.errors import ConfigError
 
 # The tasks rl.ppo.warp implements (env.backend: mujoco-warp).
 WARP_TASKS = ("InvertedDoublePendulum-v5",)
+# The tasks whose observation and reward rl.ppo.mjbatch computes (env.backend: mujoco-batch).
+BATCH_TASKS = ("InvertedDoublePendulum-v5", "InvertedPendulum-v5")
+BACKEND_TASKS = {"mujoco-warp": WARP_TASKS, "mujoco-batch": BATCH_TASKS}
 
 
 def _registry():
@@ -53,11 +56,13 @@ def check_task(cfg: dict, source: str = "the config") -> None:
         raise ConfigError(f"Invalid config key '{key}' in {source}: {why}. {fix}")
 
     check_env_id(env["id"], source)
-    if env["backend"] == "mujoco-warp" and env["id"] not in WARP_TASKS:
+    tasks = BACKEND_TASKS.get(env["backend"])
+    if tasks is not None and env["id"] not in tasks:
+        able = [b for b, ids in BACKEND_TASKS.items() if env["id"] in ids]
         fail(
             "env.backend",
-            f"mujoco-warp implements {', '.join(WARP_TASKS)} only, not '{env['id']}'",
-            "Set env.backend: gymnasium for this task.",
+            f"{env['backend']} implements {', '.join(tasks)} only, not '{env['id']}'",
+            f"Set env.backend to one that runs it: {', '.join(['gymnasium', *able])}.",
         )
     if cfg["video"]["enabled"] and is_mujoco(env["id"]) is False:
         fail(

@@ -8,15 +8,12 @@ evaluation env (`make_eval_env`, whose episodes are make_env's).
 
 from __future__ import annotations
 
-import json
-
 import gymnasium
 import mujoco
 import numpy as np
 import torch
 from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.vector import AutoresetMode
-from tensordict import TensorDict
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
@@ -29,7 +26,7 @@ from torchrl.envs import (
 )
 from torchrl.envs.libs.gym import GymWrapper
 
-from rl.ppo.specs import cleared_flags, set_task_specs
+from rl.ppo.copies import Copies
 
 
 def make_env(
@@ -79,28 +76,21 @@ def make_env(
     return env, norm
 
 
-class TrainingCopies(EnvBase):
-    """`len(limits)` copies of a gymnasium MuJoCo task as one batched TorchRL env (batch
-    size [n]) with the training env's whole pipeline inside: observations normalised by
-    fixed statistics and cast to float32, rewards scaled, a per-copy step count, copy i
-    truncated at limits[i] steps (a time limit, as gymnasium's TimeLimit: GAE bootstraps
-    there), copies reset where TorchRL's `_reset` mask says (after the step that ended
-    them: "next" holds the true last observation).
+class TrainingCopies(Copies):
+    """`len(limits)` copies of a gymnasium task stepped one by one from Python (see `Copies`
+    for the pipeline inside).
 
     Why not GymWrapper(make_vec) with ObservationNorm, DoubleToFloat, StepCounter and
     RewardScaling (what `make_env` builds): there every step and reset passes through
     TorchRL's generic transform and vector-env machinery, whose overhead outweighs the
     MuJoCo step itself; here the same work is plain numpy on the copies' arrays, so
-    collection costs less (docs/benchmarks.md has the measurements). The numbers are the
-    same computation: (obs - loc) / scale in float64, then float32.
-    Seeding as GymWrapper over a gymnasium vector env: `set_seed(s)` resets copy i with
-    seed s + i; later resets draw from the copies' own generators. Each copy's first
-    episode is `make_env`'s step for step (tests/unit/test_ppo.py checks it); later starts are
-    drawn in another order (there gymnasium autoresets within the step, then TorchRL
-    resets again). With `same_step_autoreset` a copy also draws a start inside the step
-    that ends its episode, as gymnasium's vector env does, so every episode is make_env's
-    (the evaluation's env: the same episodes, more cheaply). `render(i)`: copy i's
-    frame, when `make_kwargs` asks for rgb_array rendering.
+    collection costs less (docs/benchmarks.md has the measurements).
+    Each copy's first episode is `make_env`'s step for step (tests/unit/test_ppo.py checks
+    it); later starts are drawn in another order (there gymnasium autoresets within the
+    step, then TorchRL resets again). With `same_step_autoreset` a copy also draws a start
+    inside the step that ends its episode, as gymnasium's vector env does, so every episode
+    is make_env's (the evaluation's env: the same episodes, more cheaply). `render(i)`:
+    copy i's frame, when `make_kwargs` asks for rgb_array rendering.
     """
 
     def __init__(
@@ -114,120 +104,56 @@ class TrainingCopies(EnvBase):
         device: str | torch.device = "cpu",
         same_step_autoreset: bool = False,
     ):
-        n = len(limits)
-        super().__init__(batch_size=torch.Size([n]), device=device)
+        copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
+        space = copies[0].action_space
+        obs_dim = copies[0].observation_space.shape[0]
+        super().__init__(
+            limits,
+            obs_dim,
+            space.low,
+            space.high,
+            obs_stats=obs_stats,
+            reward_scale=reward_scale,
+            device=device,
+        )
+        self._copies = copies
         self._same_step_autoreset = same_step_autoreset
-        self._copies = [gymnasium.make(env_id, **(make_kwargs or {})).unwrapped for _ in limits]
-        space = self._copies[0].action_space
         # actions reach the task in its own dtype, as gymnasium's vector env passes them:
         # MuJoCo widens float32 controls exactly, but Pendulum-v1 computes with them
         self._action_dtype = space.dtype
-        obs_dim = self._copies[0].observation_space.shape[0]
-        self._limits = np.asarray(limits, dtype=np.int64).reshape(n, 1)
-        if obs_stats is None:
-            self._loc, self._scale = np.zeros(obs_dim), np.ones(obs_dim)
-        else:
-            self._loc = np.asarray(obs_stats["loc"], dtype=np.float64)
-            self._scale = np.asarray(obs_stats["scale"], dtype=np.float64)
-        self._reward_scale = reward_scale
-        self._obs = np.zeros((n, obs_dim))
-        self._count = np.zeros((n, 1), dtype=np.int64)
-        set_task_specs(self, obs_dim, space.low, space.high, int(self._limits.max()))
 
-    def _set_seed(self, seed: int | None) -> None:
-        # as GymWrapper does with a vector env: reset now, copy i seeded with seed + i
+    def _seed_copies(self, seed: int | None) -> None:
         for i, copy in enumerate(self._copies):
             self._obs[i], _ = copy.reset(seed=None if seed is None else seed + i)
-        self._count[:] = 0
 
-    def _tensor(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(array, dtype=dtype).to(self.device)
+    def _reset_copies(self, ids: np.ndarray) -> None:
+        for i in ids:
+            self._obs[i], _ = self._copies[i].reset()
 
-    def _observe(self, extra: dict) -> TensorDict:
-        obs = (self._obs - self._loc) / self._scale
-        return TensorDict(
-            {
-                "observation": self._tensor(obs, torch.float32),
-                "step_count": self._tensor(self._count.copy(), torch.int64),
-                **extra,
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
-
-    def current(self) -> TensorDict:
-        """Every copy's observation and step count with cleared flags, as a reset returns
-        them, without resetting: what the policy acts on next."""
-        return self._observe(cleared_flags(self))
-
-    def _reset(self, tensordict: TensorDict | None, **kwargs) -> TensorDict:
-        mask = None
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict["_reset"].reshape(-1).cpu().numpy()
-        for i, copy in enumerate(self._copies):
-            if mask is None or mask[i]:
-                self._obs[i], _ = copy.reset()
-                self._count[i] = 0
-        return self.current()
-
-    def save_state(self) -> dict[str, torch.Tensor]:
-        """What continuing the copies' episodes needs, as CPU tensors (a checkpoint holds
-        them; a collector worker sends them through its pipe): each copy's simulator state
-        (MuJoCo's full integration state, mj_getState: time, qpos, qvel, act, the solver's
-        warm start...; a classic-control task's `state`), its start generator, and the
-        observations and step counts the policy acts on next. `load_state` puts them back,
-        so the copies then step on as if never stopped."""
-        physics = np.stack([_physics_state(copy) for copy in self._copies])
-        rngs = [copy.np_random.bit_generator.state for copy in self._copies]
-        return {
-            "physics": torch.from_numpy(physics),
-            # PCG64's state holds 128-bit integers: kept as JSON text, not pickled objects
-            "rng": torch.frombuffer(bytearray(json.dumps(rngs).encode()), dtype=torch.uint8),
-            "obs": torch.from_numpy(self._obs.copy()),
-            "count": torch.from_numpy(self._count.copy()),
-        }
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Continue from `save_state`'s output (of copies of the same task and limits)."""
-        physics = state["physics"].numpy()
-        if physics.shape[0] != len(self._copies) or state["obs"].shape != self._obs.shape:
-            raise ValueError(
-                f"The saved environment state is for {physics.shape[0]} copies with "
-                f"observations {tuple(state['obs'].shape)}, this env has {len(self._copies)} "
-                f"with {self._obs.shape}: it was written under another env.num_envs or task."
-            )
-        rngs = json.loads(state["rng"].numpy().tobytes().decode())
-        for copy, values, rng in zip(self._copies, physics, rngs, strict=True):
-            _set_physics_state(copy, values)
-            copy.np_random.bit_generator.state = rng
-        self._obs[:] = state["obs"].numpy()
-        self._count[:] = state["count"].numpy()
-
-    def _step(self, tensordict: TensorDict) -> TensorDict:
-        action = tensordict["action"].detach().cpu().numpy().astype(self._action_dtype)
+    def _step_copies(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        action = action.astype(self._action_dtype)
         n = len(self._copies)
         reward = np.empty((n, 1))
         terminated = np.empty((n, 1), dtype=bool)
         for i, copy in enumerate(self._copies):
             self._obs[i], reward[i], terminated[i], _, _ = copy.step(action[i])
-        self._count += 1
-        truncated = self._count >= self._limits
+        return reward, terminated
+
+    def _ended(self, ids: np.ndarray) -> None:
         if self._same_step_autoreset:
             # as gymnasium's vector env does: a start drawn now, and dropped when TorchRL
             # resets the copy (so the starts are the draws make_env's episodes get)
-            for i in np.flatnonzero(terminated | truncated):
+            for i in ids:
                 self._copies[i].reset()
-        return self._observe(
-            {
-                # float32 times float32, as RewardScaling computes it
-                "reward": self._tensor(
-                    reward.astype(np.float32) * np.float32(self._reward_scale), torch.float32
-                ),
-                "done": self._tensor(terminated | truncated, torch.bool),
-                "terminated": self._tensor(terminated, torch.bool),
-                "truncated": self._tensor(truncated, torch.bool),
-            }
-        )
+
+    def _physics(self) -> tuple[np.ndarray, list]:
+        physics = np.stack([_physics_state(copy) for copy in self._copies])
+        return physics, [copy.np_random.bit_generator.state for copy in self._copies]
+
+    def _set_physics(self, physics: np.ndarray, rngs: list) -> None:
+        for copy, values, rng in zip(self._copies, physics, rngs, strict=True):
+            _set_physics_state(copy, values)
+            copy.np_random.bit_generator.state = rng
 
     def render(self, index: int = 0):
         """Copy `index`'s current RGB frame (height, width, 3; uint8); it reads the
@@ -279,41 +205,39 @@ def make_training_env(
     TrainingCopies); episode limits cycled from `episode_steps` (None: the task's own
     env.max_episode_steps), copy i taking the limit of copy first_copy + i of the cycle
     (a collector worker's share of the copies), MuJoCo start noise `reset_noise_scale`
-    (None: the task's own). env.backend: gymnasium (TrainingCopies) or mujoco-warp
-    (rl.ppo.warp.WarpCopies, the same contract)."""
+    (None: the task's own). env.backend: gymnasium (TrainingCopies), mujoco-batch
+    (rl.ppo.mjbatch.BatchCopies) or mujoco-warp (rl.ppo.warp.WarpCopies, the same
+    contract)."""
     n = num_envs or env_cfg["num_envs"]
     cycle = episode_steps or [env_cfg["max_episode_steps"]]
     limits = [cycle[(first_copy + i) % len(cycle)] for i in range(n)]
-    if env_cfg.get("backend", "gymnasium") == "mujoco-warp":
+    common = {"obs_stats": obs_stats, "reward_scale": reward_scale, "device": device}
+    backend = env_cfg.get("backend", "gymnasium")
+    if backend == "mujoco-warp":
         from rl.ppo.warp import WarpCopies  # optional packages, imported only when chosen
 
-        env = WarpCopies(
+        env = WarpCopies(env_cfg["id"], limits, reset_noise_scale=reset_noise_scale, **common)
+    elif backend == "mujoco-batch":
+        from rl.ppo.mjbatch import BatchCopies
+
+        env = BatchCopies(
             env_cfg["id"],
             limits,
-            obs_stats=obs_stats,
-            reward_scale=reward_scale,
             reset_noise_scale=reset_noise_scale,
-            device=device,
+            threads=env_cfg["threads"],
+            **common,
         )
-        env.set_seed(seed)
-        return env
-    kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
-    try:
-        env = TrainingCopies(
-            env_cfg["id"],
-            limits,
-            obs_stats=obs_stats,
-            reward_scale=reward_scale,
-            make_kwargs=kwargs,
-            device=device,
-        )
-    except TypeError as exc:
-        if reset_noise_scale is None:
-            raise
-        raise ValueError(
-            f"Invalid config key 'ppo.train_reset_noise_scale': {env_cfg['id']} does not take "
-            f"a reset_noise_scale ({exc}). Set it to null for this task."
-        ) from None
+    else:
+        kwargs = {} if reset_noise_scale is None else {"reset_noise_scale": reset_noise_scale}
+        try:
+            env = TrainingCopies(env_cfg["id"], limits, make_kwargs=kwargs, **common)
+        except TypeError as exc:
+            if reset_noise_scale is None:
+                raise
+            raise ValueError(
+                f"Invalid config key 'ppo.train_reset_noise_scale': {env_cfg['id']} does not "
+                f"take a reset_noise_scale ({exc}). Set it to null for this task."
+            ) from None
     env.set_seed(seed)
     return env
 

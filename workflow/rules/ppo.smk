@@ -39,8 +39,8 @@ rule train_ppo:
         log_path("train_ppo"),
     priority: 2
     # one core per collector process (ppo.collector_workers; they collect while the
-    # trainer waits, and wait while it updates)
-    threads: lambda wildcards: VARIANT_CONFIGS[wildcards.variant]["ppo"]["collector_workers"]
+    # trainer waits, and wait while it updates), times each one's physics threads
+    threads: lambda wildcards: rl_config.train_cores(VARIANT_CONFIGS[wildcards.variant])
     resources:
         mem_mb=2000,
         runtime=120,
