@@ -11,6 +11,11 @@
    wall seconds and frames from the start of training until the deterministic evaluation
    return first reaches 9,100; every seed then evaluated on the config's number of fresh
    episodes (20 for the paper recipe) at the end of its budget.
+3. the physics limit (benchmarks/physics.py), measured in the same run: MuJoCo's own
+   `mj_step` rate on one core times the cores the best settings' training job reserves;
+   `physics_limit_fraction` is the best settings' whole-run frames/s (evaluations and the
+   start of its envs included) over it. The quick mode times one seed of the best settings
+   to its first 9,100; the full mode every seed over its whole budget.
 The tutorial gets the same wall-clock budget as our median run. Results: a JSON under
 benchmarks/history/ (tracked), latest.json beside it, a CSV, and a figure.
 """
@@ -27,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchlib import REPO, baseline_path, machine, run_json
+from physics import physics_limit
 
 HISTORY = REPO / "benchmarks" / "history"
 SOLVED = 9100.0
@@ -206,6 +212,7 @@ def time_to_solve(
 ) -> dict:
     """`frames`: the training budget (None: the config's ppo.total_frames; a learning-rate
     schedule stretches over it)."""
+    limit = _limit(config, env_id)
     runs = []
     for seed in range(seeds):
         cmd = [sys.executable, __file__, "worker", "--config", config, "--seed", str(seed),
@@ -243,9 +250,43 @@ def time_to_solve(
         "all_solved": all(t is not None for t in solve_times),
         "stayed_solved": all(min(r["final_eval_returns"]) >= SOLVED for r in runs),
         "best_fps": max(r["frames_per_second"] for r in runs),
+        "whole_run_fps_median": statistics.median(r["frames_per_second"] for r in runs),
+        "physics_limit": limit,
+        "physics_limit_fraction": statistics.median(r["frames_per_second"] for r in runs)
+        / limit["physics_limit_frames_per_s"],
         "runs": runs,
         "tutorial_same_budget": tutorial,
     }
+
+
+def _limit(config: str, env_id: str) -> dict:
+    """The physics limit on the cores `config`'s training job reserves."""
+    from rl.core import config as config_mod
+
+    cores = config_mod.train_cores(config_mod.load(REPO / config))
+    limit = physics_limit(env_id, cores)
+    print(
+        f"  physics limit: mj_step {limit['mj_step_substeps_per_s_one_core']:.0f} substeps/s "
+        f"on one core = {limit['physics_limit_frames_per_s']:.0f} frames/s on {cores} cores",
+        flush=True,
+    )
+    return limit
+
+
+def quick_solve(config: str, env_id: str, threads: int) -> dict:
+    """One seed of the best settings until its first deterministic 9,100 (or the end of its
+    budget), beside the physics limit measured just before."""
+    limit = _limit(config, env_id)
+    cmd = [sys.executable, __file__, "worker", "--config", config, "--seed", "0",
+           "--threads", str(threads), "--until-solved"]  # fmt: skip
+    run = run_json(cmd, timeout=3600, threads=threads)
+    fraction = run["frames_per_second"] / limit["physics_limit_frames_per_s"]
+    print(
+        f"  {config}: 9,100 at {run['time_to_solve_s']} s / {run['frames_to_solve']} frames; "
+        f"{run['frames_per_second']:.0f} frames/s = {fraction:.1%} of the physics limit",
+        flush=True,
+    )
+    return {"run": run, "physics_limit": limit, "physics_limit_fraction": fraction}
 
 
 def pendulum_speed(seeds: list[int], baselines: Path) -> dict:
@@ -321,6 +362,8 @@ def _solve_keys(tts: dict) -> dict:
     return {
         "ppo_best_fps": tts["best_fps"],
         "ppo_time_to_solve_median_s": tts["time_to_solve_median_s"],
+        "physics_limit_frames_per_s": tts["physics_limit"]["physics_limit_frames_per_s"],
+        "physics_limit_fraction": tts["physics_limit_fraction"],
     }
 
 
@@ -362,11 +405,7 @@ def main() -> None:
         p.add_argument(
             "--threads", type=int, default=1, help="torch/OpenMP threads, both sides alike"
         )
-        # quick: a 49k-frame run, where 2 collector processes would not repay their start
-        p.add_argument(
-            "--config", default="configs/paper.yaml" if name == "quick" else "configs/fast.yaml"
-        )
-        p.add_argument("--best-frames", type=int, default=49152, help="quick: frames/s run")
+        p.add_argument("--config", default="configs/fast.yaml", help="the best settings")
         p.add_argument("--seeds", type=int, default=5)
         p.add_argument(
             "--budget-frames", type=int, help="full: training frames per seed (default: config's)"
@@ -402,7 +441,9 @@ def main() -> None:
         update_latest(out_dir / "latest.json", t, f"{name}.json")
         print(
             f"time to 9,100: {t['time_to_solve_s']} s (median {t['time_to_solve_median_s']}); "
-            f"best {t['best_fps']:.0f} frames/s; final minima {t['final_eval_min_per_seed']}"
+            f"best {t['best_fps']:.0f} frames/s; final minima {t['final_eval_min_per_seed']}; "
+            f"{t['physics_limit_fraction']:.1%} of the physics limit "
+            f"({t['physics_limit']['physics_limit_frames_per_s']:.0f} frames/s)"
         )
         print(f"wrote {out_dir / name}.json and .png")
         return
@@ -417,13 +458,12 @@ def main() -> None:
         "ppo_tutorial_fps": result["engineering_speed"]["tutorial_fps_median"],
     }
     if args.mode == "quick":
-        # best settings' frames/s from a short run (no time-to-solve in the quick mode)
-        cmd = [sys.executable, __file__, "worker", "--config", args.config, "--seed", "0",
-               "--frames", str(args.best_frames), "--threads", str(args.threads)]  # fmt: skip
-        best = run_json(cmd, timeout=3600, threads=args.threads)
-        result["best_settings_speed"] = best
-        latest["ppo_best_fps"] = best["frames_per_second"]
-        print(f"  {args.config}: {best['frames_per_second']:.0f} frames/s", flush=True)
+        # the best settings, one seed to its first 9,100, beside the physics limit
+        result["best_settings_speed"] = q = quick_solve(args.config, args.env_id, args.threads)
+        latest["ppo_best_fps"] = q["run"]["frames_per_second"]
+        latest["ppo_time_to_solve_one_seed_s"] = q["run"]["time_to_solve_s"]
+        latest["physics_limit_frames_per_s"] = q["physics_limit"]["physics_limit_frames_per_s"]
+        latest["physics_limit_fraction"] = q["physics_limit_fraction"]
     if args.mode == "full":
         print(f"time to solve: {args.config}, {args.seeds} seeds", flush=True)
         result["time_to_solve"] = time_to_solve(
@@ -461,6 +501,12 @@ def main() -> None:
             f"| |"
         )
         print(f"| best frames/s | {t['best_fps']:.0f} | | |")
+    if "physics_limit_fraction" in latest:
+        print(
+            f"| whole-run frames/s over the physics limit "
+            f"({latest['physics_limit_frames_per_s']:.0f} frames/s) | "
+            f"{latest['physics_limit_fraction']:.1%} | | |"
+        )
     print(f"\nwrote {out_dir / name}.json and latest.json")
 
 
