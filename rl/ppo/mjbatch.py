@@ -24,7 +24,7 @@ from mujoco.batch import Batch
 
 from rl.ppo.copies import Copies
 
-_NO_STAGE = mujoco.mjtStage.mjSTAGE_NONE.value
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 def _squares(values: np.ndarray) -> np.ndarray:
@@ -140,6 +140,7 @@ class BatchCopies(Copies):
         self._batch = Batch(self._task.model, n, nthread=threads, persistent=True)
         self._fields = {name: self._batch.bind(name) for name in self._rules.fields}
         self._ctrl = self._batch.bind("ctrl")
+        self._scratch = mujoco.MjData(self._task.model)
         self._rngs = [None] * n
 
     def _seed_copies(self, seed: int | None) -> None:
@@ -148,14 +149,17 @@ class BatchCopies(Copies):
         self._reset_copies(np.arange(len(self._rngs)))
 
     def _reset_copies(self, ids: np.ndarray) -> None:
-        # gymnasium's reset: mj_resetData, the start drawn and set, mj_forward
-        self._batch.reset(ids, stage=_NO_STAGE)
-        qpos, qvel = self._fields["qpos"], self._fields["qvel"]
-        noise = self._task._reset_noise_scale
+        # gymnasium's reset (mj_resetData, the start drawn and set, mj_forward) on one
+        # scratch MjData, whose state then becomes the copy's: a few copies end per step,
+        # and a batch call for them costs more than their physics
+        model, data, noise = self._task.model, self._scratch, self._task._reset_noise_scale
+        fields = {name: getattr(data, name)[None] for name in self._rules.fields}
         for i in ids:
-            qpos[i], qvel[i] = self._rules.start(self._task, self._rngs[i], noise)
-        self._batch.forward(ids)
-        self._obs[ids] = self._rules.observe(self._fields, ids)
+            mujoco.mj_resetData(model, data)
+            data.qpos[:], data.qvel[:] = self._rules.start(self._task, self._rngs[i], noise)
+            mujoco.mj_forward(model, data)
+            mujoco.mj_getState(model, data, self._batch.state[i], _INTEGRATION)
+            self._obs[i] = self._rules.observe(fields, slice(None))[0]
 
     def _step_copies(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # float32 actions widen exactly to MuJoCo's float64 controls, as in gymnasium
