@@ -74,6 +74,11 @@ def training_settings(cfg: dict) -> dict:
     changes no number, so changing them keeps a checkpoint usable."""
     settings = {k: cfg[k] for k in PPO_SECTIONS}
     settings["ppo"] = {k: v for k, v in cfg["ppo"].items() if not k.startswith("checkpoint_")}
+    # mujoco-batch gives the gymnasium backend's numbers at any thread count: a checkpoint
+    # of either continues on the other
+    settings["env"] = {k: v for k, v in cfg["env"].items() if k != "threads"}
+    if settings["env"]["backend"] == "mujoco-batch":
+        settings["env"]["backend"] = "gymnasium"
     settings["loop_version"] = LOOP_VERSION
     if is_resident(cfg):
         settings["resident_loop_version"] = RESIDENT_LOOP_VERSION

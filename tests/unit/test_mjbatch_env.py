@@ -2,8 +2,9 @@
 (TrainingCopies steps gymnasium's own envs): equal bit for bit over whole closed-loop runs,
 across resets, time limits, threads and saved states."""
 
+import copy
+
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,9 @@ from torchrl.envs.utils import check_env_specs
 from rl.core import config
 from rl.ppo.envs import TrainingCopies, make_training_env, observation_stats
 from rl.ppo.mjbatch import BatchCopies
-from rl.ppo.train import TIMING_COLUMNS, train
+from rl.ppo.train import train
+
+from support.training import assert_same_run, table
 
 TASKS = ["InvertedDoublePendulum-v5", "InvertedPendulum-v5"]
 # time limits short enough that truncations come between the terminations
@@ -134,22 +137,38 @@ def test_the_float64_numbers_under_the_float32_outputs_are_gymnasiums(task):
             ours._reset_copies(ended)
 
 
-def test_training_on_it_gives_the_gymnasium_backends_numbers(ci_config, tmp_path):
+class Killed(Exception):
+    """Stands for a kill between a checkpoint and the next one."""
+
+
+def test_training_on_it_gives_the_gymnasium_backends_numbers(ci_config, tmp_path, caplog):
     """The PPO loop on mujoco-batch (2 physics threads) and on gymnasium (one process):
-    every per-batch metric and evaluation equal."""
+    every per-batch metric, evaluation and weight equal; and a gymnasium run killed after
+    a checkpoint, resumed on mujoco-batch, ends as the uninterrupted one."""
     torch.set_num_threads(1)
     ci_config["ppo"].update(
         frames_per_batch=256, total_frames=768, eval_interval_frames=512, collector_workers=1
     )
-    runs = []
+    ci_config["ppo"]["checkpoint_interval_minutes"] = 1e-9  # after every batch
+    cfgs = {}
     for backend in ("gymnasium", "mujoco-batch"):
         ci_config.setdefault("env", {}).update(backend=backend, threads=2)
-        cfg = config.validate(ci_config)
-        stats = observation_stats(cfg["env"], 100, seed=0)
-        out = train(cfg, 0, stats, tmp_path / backend)["state"]
-        runs.append((pd.DataFrame(out["metrics"]).drop(columns=list(TIMING_COLUMNS)), out))
-    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
-    assert len(runs[0][0]) == 3 and runs[0][1]["eval"] == runs[1][1]["eval"]
+        cfgs[backend] = config.validate(copy.deepcopy(ci_config))
+    stats = observation_stats(cfgs["gymnasium"]["env"], 100, seed=0)
+    gym = train(cfgs["gymnasium"], 0, stats, tmp_path / "gymnasium")
+    ours = train(cfgs["mujoco-batch"], 0, stats, tmp_path / "mujoco-batch")
+    assert_same_run(ours, gym)
+    assert len(table(gym, "metrics")) == 3 and len(table(gym, "eval")) == 2
+
+    def stop(row, _eval):
+        if row["batch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfgs["gymnasium"], 0, stats, tmp_path / "resumed", on_batch=stop)
+    caplog.set_level("INFO", logger="rl")
+    assert_same_run(train(cfgs["mujoco-batch"], 0, stats, tmp_path / "resumed"), gym)
+    assert "resuming from checkpoint" in caplog.text and "at frame 256" in caplog.text
 
 
 def test_a_config_naming_a_task_it_cannot_compute_is_refused(ci_config):
