@@ -267,6 +267,15 @@ def check_semantics(cfg: dict, source: str = "the config") -> None:
             "Choose a minibatch no larger than the batch (a remainder is dropped each epoch).",
         )
     check_task(cfg, source)
+    if ppo["overlap"] and (env["backend"] == "mujoco-warp" or ppo["collector_workers"] > 1):
+        fail(
+            "ppo.overlap",
+            "overlapping collection and learning runs one collector process beside the "
+            f"trainer, not env.backend {env['backend']} with {ppo['collector_workers']} "
+            "collector workers",
+            "Set ppo.collector_workers: 1 and env.backend gymnasium or mujoco-batch, or "
+            "ppo.overlap: false.",
+        )
     if env["backend"] == "mujoco-warp" and ppo["collector_workers"] > 1:
         fail(
             "ppo.collector_workers",
@@ -326,9 +335,10 @@ def write_resolved(path: str | Path, text: str) -> None:
 
 def train_cores(cfg: Mapping[str, Any]) -> int:
     """The cores a PPO training job reserves: one per collector process, times the physics
-    threads of each with env.backend mujoco-batch."""
+    threads of each with env.backend mujoco-batch, and the trainer's with ppo.overlap."""
     threads = cfg["env"]["threads"] if cfg["env"]["backend"] == "mujoco-batch" else 1
-    return cfg["ppo"]["collector_workers"] * threads
+    # with ppo.overlap the collector process runs beside the trainer
+    return cfg["ppo"]["collector_workers"] * threads + int(cfg["ppo"]["overlap"])
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:

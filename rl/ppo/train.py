@@ -61,6 +61,9 @@ LOOP_VERSION = 4
 # replaced TorchRL's collector there (other numbers), and a warp checkpoint of the older loop
 # is refused, while the gymnasium backend's settings, and their hash, stay as they were.
 RESIDENT_LOOP_VERSION = 2  # 2: the worlds' episodes continue across segments
+# The overlapped loop of ppo.overlap (rl/ppo/overlap.py: batches one update staler),
+# versioned apart for the same reason.
+OVERLAP_LOOP_VERSION = 1
 
 
 def is_resident(cfg: dict) -> bool:
@@ -82,6 +85,8 @@ def training_settings(cfg: dict) -> dict:
     settings["loop_version"] = LOOP_VERSION
     if is_resident(cfg):
         settings["resident_loop_version"] = RESIDENT_LOOP_VERSION
+    if cfg["ppo"]["overlap"]:
+        settings["overlap_loop_version"] = OVERLAP_LOOP_VERSION
     return settings
 
 

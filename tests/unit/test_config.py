@@ -234,3 +234,12 @@ def test_ci_variants_and_paper_declare_two_ppo_variants():
     assert (p["lr"], p["gamma"], p["lmbda"], p["clip_epsilon"]) == (3e-4, 0.99, 0.95, 0.2)
     # and its own budget (total_frames = 50_000), full-length training episodes
     assert p["total_frames"] == 50_000 and p["train_episode_steps"] is None
+
+
+def test_overlap_needs_one_collector_process_on_a_cpu_backend(ci_config):
+    ci_config["ppo"].update(overlap=True, collector_workers=2)
+    with pytest.raises(config.ConfigError, match=r"ppo.overlap.*collector_workers: 1"):
+        config.validate(ci_config)
+    ci_config["ppo"]["collector_workers"] = 1
+    cfg = config.validate(ci_config)
+    assert config.train_cores(cfg) == 2  # the collector process and the trainer

@@ -116,3 +116,30 @@ def test_two_collector_processes_are_deterministic_and_collect_every_copy(cfg, s
     # the same task and budget, other random streams
     assert len(table(one, "metrics")) == len(table(a, "metrics"))
     assert not table(one, "metrics").equals(table(a, "metrics"))
+
+
+def test_overlapped_collection_is_deterministic_and_resumes_bit_for_bit(
+    cfg, stats, tmp_path, caplog
+):
+    """ppo.overlap (rl/ppo/overlap.py): two runs equal; a run killed after a checkpoint
+    taken with a batch in flight resumes and ends as the uninterrupted one, bit for bit;
+    and its numbers are not the non-overlapped loop's (its batches are staler)."""
+    torch.set_num_threads(1)
+    cfg["ppo"].update(overlap=True, checkpoint_interval_minutes=1e-9)  # after every batch
+    first = train(cfg, 0, stats, tmp_path / "a")
+    assert_same_run(train(cfg, 0, stats, tmp_path / "b"), first)
+
+    def stop(row, _eval):
+        if row["batch"] == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, 0, stats, tmp_path / "killed", on_batch=stop)
+    caplog.set_level("INFO", logger="rl")
+    resumed = train(cfg, 0, stats, tmp_path / "killed")
+    assert "resuming from checkpoint" in caplog.text and "at frame 1024" in caplog.text
+    assert_same_run(resumed, first)
+
+    cfg["ppo"]["overlap"] = False
+    plain = train(cfg, 0, stats, tmp_path / "plain")
+    assert not table(plain, "metrics").equals(table(first, "metrics"))
