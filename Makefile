@@ -53,11 +53,11 @@ test-system: install  ## the image (podman), SLURM, the PostgreSQL tracking serv
 # Benchmarks (not tests): ours beside the tutorials in benchmarks/baselines (kept unchanged;
 # BASELINES=... for another copy), same run, medians.
 BASELINES ?= benchmarks/baselines
-bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, pendulum speed; latest.json
+bench-quick: install  ## ~10 min: PPO plumbing speed vs the tutorial, the physics limit and one seed of configs/fast.yaml to 9,100, pendulum speed; latest.json
 	$(BIN)/python benchmarks/ppo_bench.py quick --frames 20000 --baseline $(BASELINES)
 
-bench: install  ## ~1 h on 2 cores: + time-to-9,100 over 5 seeds of configs/fast.yaml, final fresh-episode checks, figure
-	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --baseline $(BASELINES)
+bench: install  ## ~40 min on 2 cores: + time-to-9,100 over 5 seeds of configs/fast.yaml on 1M-frame budgets, their 20 fresh episodes at the end, figure
+	$(BIN)/python benchmarks/ppo_bench.py full --seeds 5 --budget-frames 1003520 --baseline $(BASELINES)
 
 # snakefmt at ruff's line length (pyproject.toml [tool.ruff]); tests/unit/test_workflow_lint.py too
 RULES_LINE_LENGTH := $(shell sed -n 's/^line-length = //p' pyproject.toml)
