@@ -11,7 +11,7 @@ import torch
 from torchrl.collectors import MultiSyncCollector
 
 from rl.ppo.continuing import ContinuingCollector
-from rl.ppo.envs import make_training_env
+from rl.ppo.envs import make_run_env
 from rl.ppo.resident import DeviceRollout
 
 
@@ -78,22 +78,11 @@ class Collection:
     def _worker_envs(self) -> list:
         """Env constructors of the workers (picklable: worker processes are spawned); worker
         k's copies are copies k*n..(k+1)*n-1 of one env (their time limits)."""
-        env_cfg, ppo, w = self._cfg["env"], self._cfg["ppo"], self._workers
-        n = env_cfg["num_envs"] // w
+        n = self._cfg["env"]["num_envs"] // self._workers
+        make = functools.partial(make_run_env, self._cfg, 0, self._obs_stats)  # seeded later
         return [
-            functools.partial(
-                make_training_env,
-                env_cfg,
-                0,  # seeded by set_seed before collecting
-                num_envs=n,
-                obs_stats=self._obs_stats,
-                reward_scale=ppo["reward_scale"],
-                device=self._device,
-                episode_steps=ppo["train_episode_steps"],
-                reset_noise_scale=ppo["train_reset_noise_scale"],
-                first_copy=k * n,
-            )
-            for k in range(w)
+            functools.partial(make, device=self._device, num_envs=n, first_copy=k * n)
+            for k in range(self._workers)
         ]
 
     def batches(self, count: int):

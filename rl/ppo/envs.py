@@ -242,6 +242,22 @@ def make_training_env(
     return env
 
 
+def make_run_env(cfg: dict, seed: int, obs_stats: dict, **kwargs) -> EnvBase:
+    """The training env a run's config asks for: `make_training_env` with its env section
+    and its ppo section's reward scale, episode limits and start noise (`kwargs`: device,
+    num_envs, first_copy)."""
+    ppo = cfg["ppo"]
+    return make_training_env(
+        cfg["env"],
+        seed,
+        obs_stats=obs_stats,
+        reward_scale=ppo["reward_scale"],
+        episode_steps=ppo["train_episode_steps"],
+        reset_noise_scale=ppo["train_reset_noise_scale"],
+        **kwargs,
+    )
+
+
 def make_eval_env(
     env_cfg: dict,
     seed: int,

@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDict
 
 from rl.ppo.continuing import ContinuingCollector
-from rl.ppo.envs import make_training_env
+from rl.ppo.envs import make_run_env
 
 
 def _serve(conn, cfg: dict, seed: int, obs_stats: dict, actor_bytes: bytes) -> None:
@@ -35,19 +35,10 @@ def _serve(conn, cfg: dict, seed: int, obs_stats: dict, actor_bytes: bytes) -> N
     actor = pickle.loads(actor_bytes)
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    ppo = cfg["ppo"]
-    env = make_training_env(
-        cfg["env"],
-        seed,
-        obs_stats=obs_stats,
-        reward_scale=ppo["reward_scale"],
-        episode_steps=ppo["train_episode_steps"],
-        reset_noise_scale=ppo["train_reset_noise_scale"],
-    )
     collector = ContinuingCollector(
-        env,
+        make_run_env(cfg, seed, obs_stats),
         actor,
-        frames_per_batch=ppo["frames_per_batch"],
+        frames_per_batch=cfg["ppo"]["frames_per_batch"],
         total_frames=-1,
         auto_register_policy_transforms=False,
         track_traj_ids=False,

@@ -42,7 +42,7 @@ from rl.core.progress import Progress
 from rl.core.snapshots import Snapshots
 from rl.ppo.collect import Collection, make_collection
 from rl.ppo.due import Due
-from rl.ppo.envs import make_eval_env, make_training_env
+from rl.ppo.envs import make_eval_env, make_run_env
 from rl.ppo.evaluate import evaluate_episode
 from rl.ppo.models import make_actor_critic
 from rl.ppo.resident import DeviceRollout
@@ -92,18 +92,9 @@ def training_settings(cfg: dict) -> dict:
 
 def build(cfg: dict, seed: int, obs_stats: dict, device: torch.device):
     """The training env and the actor and critic sized for it."""
-    ppo = cfg["ppo"]
-    env = make_training_env(
-        cfg["env"],
-        seed,
-        obs_stats=obs_stats,
-        reward_scale=ppo["reward_scale"],
-        device=device,
-        episode_steps=ppo["train_episode_steps"],
-        reset_noise_scale=ppo["train_reset_noise_scale"],
-    )
+    env = make_run_env(cfg, seed, obs_stats, device=device)
     obs_dim = env.observation_spec["observation"].shape[-1]
-    actor, critic = make_actor_critic(ppo, obs_dim, env.action_spec, device)
+    actor, critic = make_actor_critic(cfg["ppo"], obs_dim, env.action_spec, device)
     return env, actor, critic
 
 
