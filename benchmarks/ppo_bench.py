@@ -447,6 +447,11 @@ def main() -> None:
         )
         print(f"wrote {out_dir / name}.json and .png")
         return
+    name = _history_name(result, args.mode)
+
+    def save() -> None:  # after every part: a later part's failure loses nothing before it
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+
     print(f"engineering speed: {args.frames} frames x {args.repeats} repeats each", flush=True)
     result["engineering_speed"] = engineering_speed(
         baseline, args.frames, args.repeats, args.env_id, args.threads
@@ -464,12 +469,14 @@ def main() -> None:
         latest["ppo_time_to_solve_one_seed_s"] = q["run"]["time_to_solve_s"]
         latest["physics_limit_frames_per_s"] = q["physics_limit"]["physics_limit_frames_per_s"]
         latest["physics_limit_fraction"] = q["physics_limit_fraction"]
+    save()
     if args.mode == "full":
         print(f"time to solve: {args.config}, {args.seeds} seeds", flush=True)
         result["time_to_solve"] = time_to_solve(
             args.config, args.seeds, baseline, args.env_id, args.threads, args.budget_frames
         )
         latest.update(_solve_keys(result["time_to_solve"]))
+        save()
     print(f"pendulum: {len(args.pendulum_seeds)} seed(s), ours beside the tutorial", flush=True)
     result["pendulum"] = pendulum_speed(args.pendulum_seeds, baseline.parent)
     p = result["pendulum"]["summary"]
@@ -477,8 +484,7 @@ def main() -> None:
     latest["pendulum_speed_ratio_including_compile"] = p["speedup_including_first"]
     latest["pendulum_final_step_reward"] = p["ours_final_step_reward_last10"]
     result["latest"] = latest
-    name = _history_name(result, args.mode)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    save()
     (out_dir / "latest.json").write_text(json.dumps({**latest, "raw": result}, indent=1))
     if args.mode == "full":
         figure(result, out_dir / name)
