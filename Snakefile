@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/mlflow.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/ppo.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/pendulum.smk"

@@ -21,6 +21,7 @@ from rl.pendulum import stages as pendulum
 from rl.ppo import stages as ppo
 from rl.runner import TOOL, Arg, Job, add_parser, run, stage
 from rl.tracking import stages as tracking
+from rl.tune import stages as tune
 
 log = logging.getLogger("rl")
 
@@ -52,6 +53,7 @@ STAGES = {
         *ppo.STAGES,
         *pendulum.STAGES,
         *compare.STAGES,
+        *tune.STAGES,
         *analysis.STAGES,
         validate_config,
     )

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rl.core import config as config_mod
-from rl.core import layout, provenance
+from rl.core import layout, provenance, tuning
 
 PER_SEED, STUDY, TOOL = "per-seed", "study", "tool"
 
@@ -113,7 +113,11 @@ def load_config(args) -> dict:
     cfg = config_mod.load(args.config, getattr(args, "set", None) or ())
     # By hand as by the workflow: never write into a study made by a different config.
     config_mod.check_same_study(cfg, layout.outputs(cfg)["config"])
-    if getattr(args, "variant", None) is not None:
+    if getattr(args, "variant", None) == tuning.WINNER and "tune" in cfg:
+        from rl.tune.configs import winner_config
+
+        cfg = winner_config(cfg)  # the search's best trial, once it has one
+    elif getattr(args, "variant", None) is not None:
         cfg = config_mod.variant_config(cfg, args.variant, source=args.config)
     if getattr(args, "seed", None) is not None and args.seed not in cfg["seeds"]:
         raise config_mod.ConfigError(

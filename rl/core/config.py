@@ -22,6 +22,7 @@ from rl.core.errors import ConfigError
 from rl.core.overrides import apply_overrides
 from rl.core.secrets import has_credentials
 from rl.core.tasks import check_task
+from rl.core.tuning import WINNER, check_tune
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -81,6 +82,8 @@ def validate(
             f"(workflow/schemas/config.schema.yaml)."
         )
     check_semantics(resolved, source)
+    if "tune" in resolved:
+        check_tune(resolved, source)
     if "variants" in resolved:
         check_variants(resolved, source)
     if whole_study and "compare" in resolved:
@@ -132,7 +135,7 @@ def check_variants(cfg: dict, source: str = "the config") -> None:
         variant_config(cfg, variant["name"], source)
     pair = cfg["aggregate"]["compare"]
     if pair is not None:
-        ppo_names = variant_names(cfg, "ppo")
+        ppo_names = variant_names(cfg, "ppo") + ([WINNER] if "tune" in cfg else [])
         unknown = [n for n in pair if n not in ppo_names]
         if unknown or pair[0] == pair[1]:
             why = (

@@ -20,17 +20,23 @@ log = logging.getLogger("rl")
     artifacts=("stats.json", "provenance.json"),
 )
 def obs_norm_stats(job: Job) -> None:
+    cfg, args = job.cfg, job.args
+    stats = norm_stats(cfg, args.seed)
+    write_json(args.out, stats)
+    job.finish(Path(args.out).parent)
+    log.info("observation statistics from %d random steps -> %s", stats["count"], args.out)
+
+
+def norm_stats(cfg: dict, seed: int) -> dict:
+    """The observation statistics of a run (the identity with obs_norm.enabled false)."""
     from rl.ppo.envs import observation_stats
 
-    cfg, args = job.cfg, job.args
-    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], args.seed)
+    stats = observation_stats(cfg["env"], cfg["obs_norm"]["steps"], seed)
     if not cfg["obs_norm"]["enabled"]:
         stats["loc"] = [0.0] * len(stats["loc"])
         stats["scale"] = [1.0] * len(stats["scale"])
         stats["identity"] = True
-    write_json(args.out, stats)
-    job.finish(Path(args.out).parent)
-    log.info("observation statistics from %d random steps -> %s", stats["count"], args.out)
+    return stats
 
 
 def read_obs_stats(path: str, cfg: dict) -> dict:

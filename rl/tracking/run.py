@@ -314,6 +314,11 @@ class StageRun:
         if self.enabled:
             self._call("setting a tag", self.client.set_tag, self.run_id, key, value)
 
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Tags of this run (e.g. a search trial's number and outcome)."""
+        for key, value in tags.items():
+            self._set_tag(key, redact(str(value)))
+
     def log_metrics(self, row: dict[str, Any], step: int) -> None:
         """Buffer one row of metrics at `step` (the `frames` key, if any, is the step)."""
         if not self.enabled:

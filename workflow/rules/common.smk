@@ -51,6 +51,8 @@ else:
 sys.path.insert(0, workflow.basedir)
 from rl.core import config as rl_config  # noqa: E402  (yaml + jsonschema only: fast parse)
 from rl.core import layout  # noqa: E402
+from rl.core import tuning  # noqa: E402
+from rl.tune.configs import winner_config  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(workflow.basedir, "configs", "default.yaml")
 if "study" not in config:  # no --configfile: the embedded default study (+ any --config)
@@ -76,7 +78,28 @@ SEEDS = config["seeds"]
 # variant x seed fan-out; a study without `variants:` has the one variant `default`
 VARIANTS = rl_config.variant_names(config)
 VARIANTS_OF = {s: rl_config.variant_names(config, s) for s in ("ppo", "pendulum")}
-VARIANT_CONFIGS = {v: rl_config.variant_config(config, v) for v in VARIANTS}
+# A tuning study (a `tune:` section) trains the search's winner too, as the PPO variant
+# `winner`; its config exists once the tune_report checkpoint has written best.yaml.
+TUNE = "tune" in config
+if TUNE:
+    VARIANTS = [*VARIANTS, tuning.WINNER]
+    VARIANTS_OF["ppo"] = [*VARIANTS_OF["ppo"], tuning.WINNER]
+
+
+class _VariantConfigs(dict):
+    """Each variant's resolved config; the winner's read from best.yaml when asked (its
+    jobs exist only after the checkpoint)."""
+
+    def __missing__(self, name):
+        if TUNE and name == tuning.WINNER:
+            checkpoints.tune_report.get()  # not run yet: Snakemake waits for it
+            return winner_config(config)
+        raise KeyError(name)
+
+
+VARIANT_CONFIGS = _VariantConfigs(
+    {v: rl_config.variant_config(config, v) for v in rl_config.variant_names(config)}
+)
 STUDY_DIR = str(layout.study_dir(config))
 RESOLVED_CONFIG = OUT["config"]
 MLFLOW_MARKER = OUT["mlflow_marker"] if config["mlflow"]["enabled"] else []
@@ -214,7 +237,7 @@ def all_targets():
     keys = (ppo if VARIANTS_OF["ppo"] else []) + (pendulum if VARIANTS_OF["pendulum"] else [])
     if COMPARE:
         keys += ["fig_compare_png", "fig_compare_pdf", "fig_gradients_png", "fig_gradients_pdf"]
-    return [OUT[k] for k in keys] + video_targets()
+    return [OUT[k] for k in keys] + video_targets() + tune_targets()
 
 
 # The comparison study (a `compare:` section): the training rules also write policy
@@ -270,3 +293,33 @@ def compare_table(name, caption=None):
     if caption is None:
         return path
     return report(path, caption=f"../report/{caption}.rst", category="Comparison")
+
+
+# The tuning study's search (workflow/rules/tune.smk)
+TUNE_FILES = tuning.files(config) if TUNE else {}
+
+
+def winner_best(wildcards):
+    """The variant `winner`'s jobs wait for the search's result (a checkpoint: the Snakefile
+    is parsed before best.yaml exists)."""
+    if TUNE and wildcards.variant == tuning.WINNER:
+        return checkpoints.tune_report.get().output.best
+    return []
+
+
+def train_cores(variant):
+    """A training job's cores (the winner's: the base config's until best.yaml exists,
+    as a dry run prints the job before the search)."""
+    if TUNE and variant == tuning.WINNER and not TUNE_FILES["best"].is_file():
+        return rl_config.train_cores(config)
+    return rl_config.train_cores(VARIANT_CONFIGS[variant])
+
+
+def tune_targets():
+    if not TUNE:
+        return []
+    return [TUNE_FILES["best"], TUNE_FILES["trials"], *tune_figures()]
+
+
+def tune_figures():
+    return [os.path.join(TUNE_FILES["figures"], f"search.{ext}") for ext in ("png", "pdf")]

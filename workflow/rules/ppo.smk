@@ -4,6 +4,7 @@
 rule obs_norm_stats:
     input:
         MLFLOW_MARKER,
+        winner_best,
     output:
         OUT["obs_norm"],
     log:
@@ -29,6 +30,7 @@ rule obs_norm_stats:
 rule train_ppo:
     input:
         MLFLOW_MARKER,
+        winner_best,
         stats=OUT["obs_norm"],
     output:
         **snapshot_outputs("ppo"),
@@ -40,7 +42,7 @@ rule train_ppo:
     priority: 2
     # one core per collector process (ppo.collector_workers; they collect while the
     # trainer waits, and wait while it updates), times each one's physics threads
-    threads: lambda wildcards: rl_config.train_cores(VARIANT_CONFIGS[wildcards.variant])
+    threads: lambda wildcards: train_cores(wildcards.variant)
     resources:
         mem_mb=2000,
         runtime=120,
@@ -60,6 +62,7 @@ rule train_ppo:
 rule evaluate_ppo:
     input:
         MLFLOW_MARKER,
+        winner_best,
         policy=OUT["ppo_policy"],
         stats=OUT["obs_norm"],
     output:

@@ -1,0 +1,1 @@
+"""The hyperparameter search of a tuning study (a `tune:` section; docs/tuning.md)."""
