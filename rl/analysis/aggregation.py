@@ -171,7 +171,10 @@ def final_summary(
     threshold: float,
 ) -> pd.DataFrame:
     """One row per variant and quantity: the across-seed mean and IQM of each seed's final
-    value, with their intervals."""
+    value, with their intervals; frames and seconds to the threshold count a seed that never
+    got there at its whole budget (censored)."""
+    by_seed = threshold_table(train, train_eval, episodes, threshold).set_index(["variant", "seed"])
+    total_s = train.groupby(["variant", "seed"])["wall_s"].max() if "wall_s" in train else None
     per_seed = {
         "eval_return": episodes.groupby(["variant", "seed"])["return"].mean(),
         "eval_episode_length": episodes.groupby(["variant", "seed"])["length"].mean(),
@@ -183,10 +186,11 @@ def final_summary(
         .last(),
         "best_train_eval_return": train_eval.groupby(["variant", "seed"])["eval_return"].max(),
         "train_frames_per_s": train.groupby(["variant", "seed"])["frames_per_s"].median(),
-        "reached_threshold": frames_to_threshold(train_eval, episodes, threshold)
-        .set_index(["variant", "seed"])["reached"]
-        .astype(float),
+        "reached_threshold": by_seed["reached"].astype(float),
+        "frames_to_threshold": by_seed["frames_to_threshold"].fillna(by_seed["frames_trained"]),
     }
+    if total_s is not None:
+        per_seed["seconds_to_threshold"] = by_seed["seconds_to_threshold"].fillna(total_s)
     return summarise_per_seed(per_seed, boot)
 
 
@@ -271,6 +275,14 @@ def seconds_to_threshold(thresholds: pd.DataFrame, train: pd.DataFrame) -> pd.Se
         seconds[key] = float(done.iloc[0]) if len(done) else np.nan
     index = pd.MultiIndex.from_tuples(list(seconds), names=["variant", "seed"])
     return pd.Series(list(seconds.values()), index=index, dtype=float)
+
+
+def threshold_table(
+    train: pd.DataFrame, train_eval: pd.DataFrame, episodes: pd.DataFrame, threshold: float
+) -> pd.DataFrame:
+    """frames_to_threshold's table with each seed's training seconds to the threshold."""
+    table = frames_to_threshold(train_eval, episodes, threshold)
+    return table.assign(seconds_to_threshold=seconds_to_threshold(table, train).to_numpy())
 
 
 def performance_profile(
@@ -371,12 +383,20 @@ def ppo_tables(
         v for v in present if v not in (variant_order or [])
     ]
     scores = final_eval_returns(episodes)
+    thresholds = threshold_table(train, train_eval, episodes, section["threshold"])
     pair = comparison_pair(section["compare"], order)
-    comparison = (
-        compare(scores, pair, boot, "eval_return")
-        if pair
-        else pd.DataFrame(columns=COMPARISON_COLUMNS)
-    )
+    comparison = pd.DataFrame(columns=COMPARISON_COLUMNS)
+    if pair:
+        # fewer frames or seconds to the threshold is better; never reaching it, worst
+        to_threshold = thresholds.set_index(["variant", "seed"])
+        comparison = pd.concat(
+            [compare(scores, pair, boot, "eval_return")]
+            + [
+                compare(-to_threshold[q].fillna(np.inf), pair, boot, q)
+                for q in ("frames_to_threshold", "seconds_to_threshold")
+            ],
+            ignore_index=True,
+        )
     return {
         "ppo_train_curves": summarise_curves(
             train, "frames", ["train_reward_mean", "train_max_episode_length"], boot
@@ -385,7 +405,7 @@ def ppo_tables(
             train_eval, "frames", ["eval_return", "eval_episode_length"], boot
         ),
         "ppo_summary": final_summary(train, train_eval, episodes, boot, section["threshold"]),
-        "ppo_frames_to_threshold": frames_to_threshold(train_eval, episodes, section["threshold"]),
+        "ppo_frames_to_threshold": thresholds,
         "ppo_performance_profile": performance_profile(scores, boot, section["profile_points"]),
         "ppo_comparison": comparison,
     }

@@ -239,14 +239,26 @@ def _profile_panel(ax, profile: pd.DataFrame, palette: dict) -> None:
     ax.legend(fontsize="x-small", loc="lower left")
 
 
+IMPROVEMENT_LABELS = {
+    "eval_return": "final return",
+    "frames_to_threshold": "fewer frames to threshold",
+    "seconds_to_threshold": "fewer seconds to threshold",
+}
+
+
 def _improvement_panel(ax, comparison: pd.DataFrame) -> None:
-    c = comparison.iloc[0]
-    p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
-    ax.errorbar(p, 0, xerr=[[p - low], [high - p]], fmt="o", color="black", capsize=4)
+    """P(x better than y) with its interval, one row per compared quantity."""
+    rows = comparison.reset_index(drop=True)
+    for i, c in rows.iterrows():
+        p, low, high = c["probability_of_improvement"], c["ci_low"], c["ci_high"]
+        ax.errorbar(p, i, xerr=[[p - low], [high - p]], fmt="o", color="black", capsize=4)
+        ax.text(p, i - 0.2, _ci_text(p, low, high), ha="center", fontsize="x-small")
+    labels = [IMPROVEMENT_LABELS.get(q, q) for q in rows["quantity"]]
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks([0], [f"P({c['x']} > {c['y']})"])
+    ax.set_yticks(range(len(rows)), labels, fontsize="x-small")
+    ax.set_ylim(len(rows) - 0.5, -0.6)
     ax.set_xlim(-0.02, 1.02)
-    ax.set_title(f"Probability of improvement: {_ci_text(p, low, high)}")
+    ax.set_title(f"P({rows['x'][0]} better than {rows['y'][0]}), 95% CI")
     ax.set_xlabel("probability (0.5 = no difference)")
 
 

@@ -71,13 +71,11 @@ def plot_ppo(cfg: dict, agg_dir: Path, png, pdf, stats_png, stats_pdf) -> None:
         tables, curves, f"PPO on {cfg['env']['id']} ({cfg['study']})", size, dpi, order
     )
     plotting.save_figure(fig, png, pdf)
-    thresholds = read("ppo_frames_to_threshold.csv")
-    seconds = agg.seconds_to_threshold(thresholds, tables["train"])
     fig = plotting.statistics_figure(
         read("ppo_summary.csv"),
         read("ppo_performance_profile.csv"),
         read("ppo_comparison.csv"),
-        thresholds.assign(seconds_to_threshold=seconds.to_numpy()),
+        read("ppo_frames_to_threshold.csv"),
         f"Final evaluation return across seeds ({cfg['study']})",
         size,
         dpi,
@@ -149,5 +147,6 @@ REFERENCE_FILES = [
     "aggregate/ppo_eval_episodes.csv",
     "aggregate/pendulum/train.csv",
     "aggregate/pendulum/eval_trajectories.csv",
+    "tune/trials.csv",  # a tuning study's search
     *COMPARE_FILES,
 ]

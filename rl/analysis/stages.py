@@ -224,6 +224,10 @@ def _rebuild(cfg: dict, src: Path, out: Path) -> list[Path]:
         from rl.compare.results import rebuild
 
         made += rebuild(cfg, src, out)
+    if "tune" in cfg:
+        from rl.tune.report import rebuild
+
+        made += rebuild(cfg, src, out)
     return made
 
 
@@ -248,7 +252,9 @@ def figures(job: Job) -> None:
     started = datetime.now(UTC)
     made = _rebuild(cfg, src, out)
     inputs = [src / rel for rel in REFERENCE_FILES if (src / rel).is_file()]
-    for folder in sorted({p.parent for p in made}):
+    # the statistics were remade too: their folders' records describe the new bytes
+    tables = [out / d for d in ("aggregate", "aggregate/pendulum", "aggregate/compare", "tune")]
+    for folder in sorted({p.parent for p in made} | {d for d in tables if d.is_dir()}):
         record = folder / provenance.RECORD
         old = json.loads(record.read_text()) if record.is_file() else {}
         if old.get("outputs") == provenance.folder_outputs(folder):
@@ -275,13 +281,13 @@ def export_reference(job: Job) -> None:
     study = layout.study_dir(config_mod.load(args.config))
     to = Path(args.to)
     wanted = [*REFERENCE_FILES]
-    folders = ("aggregate", "aggregate/pendulum", "aggregate/compare")
-    for folder in (*folders, "figures", "figures/pendulum", "figures/compare"):
+    folders = ("aggregate", "aggregate/pendulum", "aggregate/compare", "tune")
+    for folder in (*folders, "figures", "figures/pendulum", "figures/compare", "figures/tune"):
         if (study / folder).is_dir():
             wanted += [
                 f"{folder}/{p.name}"
                 for p in sorted((study / folder).iterdir())
-                if p.is_file() and p.suffix in (".csv", ".json", ".png", ".pdf")
+                if p.is_file() and p.suffix in (".csv", ".json", ".png", ".pdf", ".yaml")
             ]
     copied = 0
     for rel in dict.fromkeys(wanted):

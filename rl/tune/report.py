@@ -56,9 +56,10 @@ def best_config(cfg: dict, best: pd.Series) -> str:
     params = {k: _plain(best[k]) for k in tuning.searched_keys(cfg)}
     resolved = searched_config(cfg, params, "the search's best trial")
     resolved["study"] = f"{cfg['study']}-best"
+    seed = "" if pd.isna(best["seed"]) else f", seed {int(best['seed'])}"
     header = (
         f"# The best trial of the search '{cfg['study']}' (trial {int(best['number'])}: "
-        f"{best['value']:.0f} frames to {cfg['tune']['threshold']:g}, seed {int(best['seed'])}),\n"
+        f"{best['value']:.0f} frames to {cfg['tune']['threshold']:g}{seed}),\n"
         f"# as a study config: `snakemake --cores 2 --configfile <this file>`. Searched:\n"
         + "".join(f"#   {k}: {v}\n" for k, v in params.items())
     )

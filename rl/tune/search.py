@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from datetime import datetime, timedelta
 
 import optuna
@@ -54,6 +55,13 @@ def _alive(worker: str) -> bool | None:
     return _start_ticks(int(pid)) == ticks
 
 
+def retry() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's re-queueing of a failed trial (same values, attributes and seed)."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8: what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
 def storage(cfg: dict):
     """The study's Optuna storage: the journal file, or the configured database."""
     url = tuning.storage_url(cfg)
@@ -71,9 +79,7 @@ def storage(cfg: dict):
             engine_kwargs={"pool_pre_ping": True},
             heartbeat_interval=beat,
             grace_period=4 * beat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRY
-            ),
+            heartbeat_stale_trial_callback=retry(),
         )
     except Exception as exc:
         raise ConfigError(
@@ -132,7 +138,7 @@ def requeue_orphans(study: optuna.Study) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         failed = study._storage.get_trial(trial._trial_id)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, failed)
+        retry()(study, failed)
         log.warning(
             "trial %d was left running by %s, which is gone: failed and queued again "
             "(same values and seed; its training resumes from its checkpoint)",

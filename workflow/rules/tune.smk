@@ -14,6 +14,8 @@ if TUNE:
             os.path.join(OUT["logs"], "tune_worker", "worker{worker}.log"),
         wildcard_constraints:
             worker=r"\d+",
+        # the search is the study's longest path (the winner's jobs wait for it): first
+        priority: 4
         # each trial is one training run; the workers run side by side
         threads: rl_config.train_cores(config)
         resources:
