@@ -6,8 +6,11 @@ server for a cluster").
 Everything lives in one folder (default `results/tracking-server/`): `postgres/` (the
 database cluster, created by `initdb` on first start, reused after), `artifacts/` (what the
 server stores for the runs), `logs/`. PostgreSQL listens on a unix socket in that folder
-only (no TCP port, no password: nothing else on the machine can connect unless it can read
-the folder); MLflow listens on `host:port` and is what jobs talk to.
+(no password: nothing else on the machine can connect unless it can read the folder);
+MLflow listens on `host:port` and is what jobs talk to. With `optuna_port`, PostgreSQL also
+listens on TCP there for one database only, `optuna` (a tuning study's trials; its own
+database, as Optuna and MLflow both keep an `alembic_version` table), as the role `optuna`
+with a password generated once and kept in `optuna-password` (mode 0600).
 
 On a cluster the folder sits on the login or service node's local disk, not on the shared
 file system: PostgreSQL wants a local disk, and the point of the server is that jobs on
@@ -34,6 +37,13 @@ log = logging.getLogger("rl")
 
 DATABASE = "mlflow"
 ROLE = "mlflow"
+OPTUNA = "optuna"  # the database and role of tuning studies' trials (over TCP, password)
+# Rewritten on every start: the socket trusts its users (the folder is the guard); TCP
+# reaches the optuna database only, as the optuna role, with its password.
+PG_HBA = """local all all trust
+host {db} {db} 0.0.0.0/0 scram-sha-256
+host {db} {db} ::/0 scram-sha-256
+"""
 # A unix socket path must fit in sun_path (108 bytes with ".s.PGSQL.5432" appended).
 SOCKET_PATH_MAX = 90
 # One MLflow worker runs up to 40 requests at once (anyio's thread limit), and a log_batch
@@ -78,11 +88,16 @@ class TrackingServer:
         workers: int = 4,
         allowed_hosts: list[str] | None = None,
         start_timeout: float = 180,
+        optuna_port: int | None = None,
+        optuna_host: str | None = None,
     ):
         self.root = Path(root).resolve()
         self.host, self.port, self.workers = host, port, workers
         self.allowed_hosts = allowed_hosts
         self.start_timeout = start_timeout
+        self.optuna_port, self.optuna_host = optuna_port, optuna_host or host
+        self.pg_port = optuna_port or 5432
+        self.password_file = self.root / "optuna-password"
         self.data = self.root / "postgres"
         self.artifacts = self.root / "artifacts"
         self.logs = self.root / "logs"
@@ -173,8 +188,10 @@ class TrackingServer:
             self._chown(self.data)
             self._pg("initdb", "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8")
         self._socket_dir = self._socket_folder()
+        listen = self.optuna_host if self.optuna_port else ""
+        (self.data / "pg_hba.conf").write_text(PG_HBA.format(db=OPTUNA))
         options = (
-            f"-c listen_addresses='' -k {self._socket_dir} "
+            f"-c listen_addresses='{listen}' -p {self.pg_port} -k {self._socket_dir} "
             f"-c max_connections={self.max_connections}"
         )
         self._pg_started = True  # stop() stops a start that a signal interrupted, too
@@ -182,12 +199,41 @@ class TrackingServer:
             "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
             "-l", str(self.logs / "postgres.log"), "-o", options,
         )  # fmt: skip
-        exists = self._pg(
-            "psql", "-h", str(self._socket_dir), "-U", ROLE, "-d", "postgres", "-tAc",
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
-        )  # fmt: skip
-        if exists.stdout.strip() != "1":
-            self._pg("createdb", "-h", str(self._socket_dir), "-U", ROLE, DATABASE)
+        if not self._sql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
+            self._pg("createdb", *self._at(), "-U", ROLE, DATABASE)
+        if self.optuna_port:
+            self._optuna_database()
+
+    def _at(self) -> list[str]:
+        return ["-h", str(self._socket_dir), "-p", str(self.pg_port)]
+
+    def _sql(self, query: str) -> str:
+        result = self._pg("psql", *self._at(), "-U", ROLE, "-d", "postgres", "-tAc", query)
+        return result.stdout.strip()
+
+    def _optuna_database(self) -> None:
+        """The optuna role (its password set from optuna-password, made once) and database."""
+        import secrets
+
+        if not self.password_file.is_file():
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        password = self.password_file.read_text().strip()
+        verb = (
+            "ALTER" if self._sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{OPTUNA}'") else "CREATE"
+        )
+        self._sql(f"{verb} ROLE {OPTUNA} LOGIN PASSWORD '{password}'")
+        if not self._sql(f"SELECT 1 FROM pg_database WHERE datname = '{OPTUNA}'"):
+            self._pg("createdb", *self._at(), "-U", ROLE, "-O", OPTUNA, OPTUNA)
+
+    @property
+    def optuna_storage(self) -> str | None:
+        """The tuning studies' storage URL (no password: PGPASSWORD from optuna-password)."""
+        if not self.optuna_port:
+            return None
+        host = "127.0.0.1" if self.optuna_host in ("0.0.0.0", "::") else self.optuna_host
+        return f"postgresql+psycopg2://{OPTUNA}@{host}:{self.optuna_port}/{OPTUNA}"
 
     @property
     def max_connections(self) -> int:
@@ -203,7 +249,9 @@ class TrackingServer:
         }
 
     def backend_store_uri(self) -> str:
-        return f"postgresql+psycopg2://{ROLE}@/{DATABASE}?host={self._socket_dir}"
+        return (
+            f"postgresql+psycopg2://{ROLE}@/{DATABASE}?host={self._socket_dir}&port={self.pg_port}"
+        )
 
     # -- MLflow ----------------------------------------------------------------------------
     def _start_mlflow(self) -> None:
@@ -236,6 +284,9 @@ class TrackingServer:
             )
         then = " and put that port in mlflow.tracking_uri"
         require_free_port(self.host, self.port, "make tracking-server", then)
+        if self.optuna_port:
+            then = " and put that port in tune.storage"
+            require_free_port(self.optuna_host, self.optuna_port, "--optuna-port", then)
         try:
             self._start_postgres()
             self._start_mlflow()

@@ -57,6 +57,13 @@ def mlflow_sync(job: Job) -> None:
     Arg("--host", default="127.0.0.1", help="interface to listen on (local only)"),
     Arg("--port", type=int, default=5000),
     Arg("--start-timeout", type=float, default=180, help="seconds to wait for MLflow's /health"),
+    Arg(
+        "--optuna-port",
+        type=int,
+        help="also serve tuning studies' trials: PostgreSQL's database 'optuna' on this TCP "
+        "port (password in <dir>/optuna-password; docs/tuning.md)",
+    ),
+    Arg("--optuna-host", help="interface that port listens on (default: --host; 0.0.0.0: all)"),
     kind=TOOL,
 )
 def ui(job: Job) -> None:
@@ -103,6 +110,13 @@ def ui(job: Job) -> None:
         "(default: the host and port served, localhost and 127.0.0.1)",
     ),
     Arg("--start-timeout", type=float, default=180, help="seconds to wait for MLflow's /health"),
+    Arg(
+        "--optuna-port",
+        type=int,
+        help="also serve tuning studies' trials: PostgreSQL's database 'optuna' on this TCP "
+        "port (password in <dir>/optuna-password; docs/tuning.md)",
+    ),
+    Arg("--optuna-host", help="interface that port listens on (default: --host; 0.0.0.0: all)"),
     kind=TOOL,
 )
 def tracking_server(job: Job) -> None:
@@ -119,7 +133,20 @@ def tracking_server(job: Job) -> None:
         folder = Path("results") / "tracking-server"
     allowed = args.allowed_hosts.split(",") if args.allowed_hosts else None
     server = TrackingServer(
-        folder, args.host, args.port, args.workers, allowed, start_timeout=args.start_timeout
+        folder,
+        args.host,
+        args.port,
+        args.workers,
+        allowed,
+        start_timeout=args.start_timeout,
+        optuna_port=args.optuna_port,
+        optuna_host=args.optuna_host,
+    )
+    optuna = (
+        f"\nTuning studies: tune.storage: {server.optuna_storage} (set the host nodes reach), "
+        f"with PGPASSWORD=$(cat {server.password_file}) in the workers' environment."
+        if args.optuna_port
+        else ""
     )
     log.info("starting PostgreSQL and mlflow server in %s", folder.resolve())
     serve_until_stopped(
@@ -131,6 +158,7 @@ def tracking_server(job: Job) -> None:
             f"or MLFLOW_TRACKING_URI={server.uri}; push a finished local study with "
             f"`python -m rl mlflow-sync --config <config> --to {server.uri}`. "
             f"Ctrl-C (or SIGTERM) stops it; the data stay in {folder} for the next start."
+            f"{optuna}"
         ),
         gone=f"mlflow server exited unexpectedly; see {server.logs / 'mlflow.log'}",
     )

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from rl.analysis.plotting import save_figure  # noqa: E402
 
@@ -16,10 +17,12 @@ STATES = {"complete": ("o", "tab:blue"), "pruned": ("x", "tab:orange"), "fail": 
 
 
 def _scatter(ax, table: pd.DataFrame, x: str) -> None:
+    """The objective per trial, by state, on a log scale (misses score up to 2x budget)."""
     for state, (marker, colour) in STATES.items():
         rows = table[table["state"] == state]
         if len(rows):
             ax.scatter(rows[x], rows["value"], marker=marker, color=colour, s=22, label=state)
+    ax.set_yscale("log")
 
 
 def _history(ax, table: pd.DataFrame, budget: int, threshold: float) -> None:
@@ -30,9 +33,9 @@ def _history(ax, table: pd.DataFrame, budget: int, threshold: float) -> None:
     ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
     ax.text(0, budget, " budget (above: never reached)", va="bottom", fontsize="x-small")
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"frames to return >= {threshold:g}")
+    ax.set_ylabel(f"frames to return >= {threshold:g} (log)")
     ax.set_title("Optimisation history")
-    ax.legend(fontsize="x-small", loc="upper right")
+    ax.legend(fontsize="x-small", loc="center right")
 
 
 def _importances(ax, ranked: pd.DataFrame) -> None:
@@ -41,7 +44,7 @@ def _importances(ax, ranked: pd.DataFrame) -> None:
     else:
         rows = ranked.iloc[::-1]
         ax.barh(rows["key"], rows["importance"], color="tab:blue")
-    ax.set_xlabel("fANOVA importance (complete trials)")
+    ax.set_xlabel("fANOVA importance")
     ax.set_title("Parameter importances")
 
 
@@ -50,9 +53,10 @@ def _slice(ax, table: pd.DataFrame, item: dict, budget: int) -> None:
     _scatter(ax, table, key)
     if item.get("log"):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axhline(budget, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel(key)
-    ax.set_ylabel("objective (frames)")
+    ax.set_ylabel("objective (frames, log)")
     ax.set_title(f"Slice: {key}")
 
 

@@ -21,6 +21,7 @@ if TUNE:
         resources:
             mem_mb=2000,
             runtime=24 * 60,
+            gpu=GPU_JOBS,
         params:
             config=RESOLVED_CONFIG,
             settings=settings_hash("tune", *rl_config.PPO_SECTIONS),
@@ -46,6 +47,7 @@ if TUNE:
             pdf=tune_figures()[1],
         log:
             os.path.join(OUT["logs"], "tune_report", "all.log"),
+        priority: 4
         threads: 1
         resources:
             mem_mb=2000,
