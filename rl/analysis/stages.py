@@ -38,7 +38,7 @@ def ppo_headlines(folder: Path) -> tuple[dict, dict]:
     """For the parent runs: each seed's final evaluation return (mean and worst of its
     episodes), whether, after how many frames and training seconds it reached the
     threshold; per variant the IQM of the final return across seeds, with its interval."""
-    from rl.analysis.aggregation import seconds_to_threshold
+    from rl.analysis.thresholds import seconds_to_threshold
 
     thresholds = read_csv(folder / "ppo_frames_to_threshold.csv")
     seconds = seconds_to_threshold(thresholds, read_csv(folder / "ppo_train.csv"))

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from rl.analysis import aggregation as agg
+from rl.analysis import thresholds
 
 
 def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_data():
@@ -170,7 +171,7 @@ def test_frames_to_threshold_per_seed():
         }
     )
     episodes = pd.DataFrame({"variant": "v", "seed": [0, 1], "return": [9350.0, 40.0]})
-    out = agg.frames_to_threshold(train_eval, episodes, 9100).set_index("seed")
+    out = thresholds.frames_to_threshold(train_eval, episodes, 9100).set_index("seed")
     assert out.loc[0, "frames_to_threshold"] == 200 and out.loc[0, "solved_at_end"]
     assert np.isnan(out.loc[1, "frames_to_threshold"]) and not out.loc[1, "reached"]
 

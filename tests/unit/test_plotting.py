@@ -104,8 +104,8 @@ def test_variants_get_one_colour_each_in_config_order():
 def test_one_variant_shows_each_seeds_seconds_to_the_threshold(tmp_path, ci_config):
     """With nothing to compare, the probability-of-improvement panel shows each seed's
     training seconds to the threshold instead (a seed that never reached it is named)."""
-    from rl.analysis.aggregation import seconds_to_threshold
     from rl.analysis.plotting import statistics_figure
+    from rl.analysis.thresholds import seconds_to_threshold
 
     ci_config["aggregate"] = {"bootstrap_samples": 300, "threshold": 3000}
     tidy = _tidy(("default",))

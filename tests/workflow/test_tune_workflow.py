@@ -85,7 +85,8 @@ def test_the_winner_is_a_study_config_and_is_confirmed_beside_the_recipe(study):
 
 def test_each_trial_is_an_mlflow_run_under_the_studys_parent(study):
     workdir, cfg, root = study
-    recs = records(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", cfg["mlflow"]["experiment"])
+    experiment = cfg["mlflow"]["experiment"] or cfg["study"]
+    recs = records(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", experiment)
     trials = {k: v for k, v in recs.items() if k[1] == "tune_trial"}
     assert sorted(k[2] for k in trials) == [f"trial{n:04d}" for n in range(4)]
     for run in trials.values():
