@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
 from datetime import datetime, timedelta
 
@@ -30,6 +31,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # a trial still RUNNING without a worker after this long was never started by one
 UNCLAIMED = timedelta(minutes=5)
 MAX_RETRY = 3
+SCHEMA_ATTEMPTS = 5
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -72,8 +74,29 @@ def storage(cfg: dict):
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return optuna.storages.JournalStorage(backend)
-    beat = cfg["tune"]["heartbeat_seconds"]
-    try:
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return _database(url, cfg["tune"]["heartbeat_seconds"])
+        except Exception as exc:
+            # workers meeting an empty database create Optuna's tables at once: the one that
+            # loses the race finds them made (a duplicate type or table) and tries again
+            racing = type(exc).__name__ in ("IntegrityError", "ProgrammingError")
+            if racing and attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(1.0)
+                continue
+            raise ConfigError(
+                f"Cannot open the search's Optuna storage {redact(url)} (tune.storage or "
+                f"{tuning.STORAGE_ENV}): {type(exc).__name__}: {str(exc).strip()[:300]}. "
+                f"Start the database (`python -m rl tracking-server --optuna-port 5433` serves "
+                f"one), check the host, port and the password in PGPASSWORD or ~/.pgpass, or "
+                f"set tune.storage: null for the journal file on this machine."
+            ) from None
+    raise AssertionError("unreachable")
+
+
+def _database(url: str, beat: int) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs={"pool_pre_ping": True},
@@ -81,14 +104,6 @@ def storage(cfg: dict):
             grace_period=4 * beat,
             heartbeat_stale_trial_callback=retry(),
         )
-    except Exception as exc:
-        raise ConfigError(
-            f"Cannot open the search's Optuna storage {redact(url)} (tune.storage or "
-            f"{tuning.STORAGE_ENV}): {type(exc).__name__}: {str(exc).strip()[:300]}. Start "
-            f"the database (`python -m rl tracking-server --optuna-port 5433` serves one), "
-            f"check the host, port and the password in PGPASSWORD or ~/.pgpass, or set "
-            f"tune.storage: null for the journal file on this machine."
-        ) from None
 
 
 def sampler(cfg: dict, trials_so_far: int) -> optuna.samplers.BaseSampler:
@@ -169,6 +184,8 @@ def work(cfg: dict, objective, journal: bool) -> dict:
     while True:
         if journal:
             requeue_orphans(study)
+        else:  # a running trial whose heartbeat stopped: failed, and queued again
+            optuna.storages.fail_stale_trials(study)
         n = counts(study)
         if n["finished"] >= wanted or (n["finished"] + n["running"] >= wanted and not n["waiting"]):
             break

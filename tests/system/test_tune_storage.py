@@ -58,7 +58,7 @@ def test_two_workers_share_a_search_and_a_killed_ones_trial_is_retried(server, m
     assert len({t.user_attrs["worker"] for t in trials}) == 2
 
     # a fifth trial that runs its whole budget, its worker killed after a checkpoint
-    long = ["tune.trials=5", "tune.threshold=1000000", "ppo.total_frames=4096",
+    long = ["tune.trials=5", "tune.threshold=1000000", "tune.pruner=null", "ppo.total_frames=4096",
             "ppo.checkpoint_interval_frames=1024"]  # fmt: skip
     folder = workdir / "results" / "ci-tune" / "tune" / "trials" / "trial0004"
     killed = _worker(workdir, 2, env, *long, stderr=subprocess.DEVNULL)
