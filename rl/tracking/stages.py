@@ -57,13 +57,6 @@ def mlflow_sync(job: Job) -> None:
     Arg("--host", default="127.0.0.1", help="interface to listen on (local only)"),
     Arg("--port", type=int, default=5000),
     Arg("--start-timeout", type=float, default=180, help="seconds to wait for MLflow's /health"),
-    Arg(
-        "--optuna-port",
-        type=int,
-        help="also serve tuning studies' trials: PostgreSQL's database 'optuna' on this TCP "
-        "port (password in <dir>/optuna-password; docs/tuning.md)",
-    ),
-    Arg("--optuna-host", help="interface that port listens on (default: --host; 0.0.0.0: all)"),
     kind=TOOL,
 )
 def ui(job: Job) -> None:
