@@ -231,6 +231,10 @@ def _rebuild(cfg: dict, src: Path, out: Path) -> list[Path]:
     return made
 
 
+# A study's folders of across-seed tables (a reference result's statistics)
+TABLE_FOLDERS = ("aggregate", "aggregate/pendulum", "aggregate/compare", "tune")
+
+
 @stage(
     "figures",
     "rebuild the statistics and figures from tidy per-seed tables (no training)",
@@ -253,7 +257,7 @@ def figures(job: Job) -> None:
     made = _rebuild(cfg, src, out)
     inputs = [src / rel for rel in REFERENCE_FILES if (src / rel).is_file()]
     # the statistics were remade too: their folders' records describe the new bytes
-    tables = [out / d for d in ("aggregate", "aggregate/pendulum", "aggregate/compare", "tune")]
+    tables = [out / d for d in TABLE_FOLDERS]
     for folder in sorted({p.parent for p in made} | {d for d in tables if d.is_dir()}):
         record = folder / provenance.RECORD
         old = json.loads(record.read_text()) if record.is_file() else {}
@@ -281,8 +285,8 @@ def export_reference(job: Job) -> None:
     study = layout.study_dir(config_mod.load(args.config))
     to = Path(args.to)
     wanted = [*REFERENCE_FILES]
-    folders = ("aggregate", "aggregate/pendulum", "aggregate/compare", "tune")
-    for folder in (*folders, "figures", "figures/pendulum", "figures/compare", "figures/tune"):
+    figures = ("figures", "figures/pendulum", "figures/compare", "figures/tune")
+    for folder in (*TABLE_FOLDERS, *figures):
         if (study / folder).is_dir():
             wanted += [
                 f"{folder}/{p.name}"

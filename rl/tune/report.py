@@ -17,6 +17,7 @@ from rl.core import config as config_mod
 from rl.core import tuning
 from rl.core.files import write_csv, write_text
 from rl.tune.configs import searched_config
+from rl.tune.trial import distribution
 
 TRIAL_ATTRS = (
     "seed", "reached", "frames_trained", "best_eval_return", "wall_s", "overhead_s", "worker",
@@ -76,19 +77,7 @@ def _plain(value):
 
 
 def distributions(cfg: dict) -> dict[str, optuna.distributions.BaseDistribution]:
-    out = {}
-    for item in cfg["tune"]["space"]:
-        if "choices" in item:
-            out[item["key"]] = optuna.distributions.CategoricalDistribution(item["choices"])
-        elif item["integer"]:
-            out[item["key"]] = optuna.distributions.IntDistribution(
-                int(item["low"]), int(item["high"]), log=item["log"]
-            )
-        else:
-            out[item["key"]] = optuna.distributions.FloatDistribution(
-                float(item["low"]), float(item["high"]), log=item["log"]
-            )
-    return out
+    return {item["key"]: distribution(item) for item in cfg["tune"]["space"]}
 
 
 def importances(cfg: dict, table: pd.DataFrame) -> pd.DataFrame:

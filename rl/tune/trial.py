@@ -43,14 +43,25 @@ class TrialRun(StageRun):
         return f"tune-{self.variant}"
 
 
-def suggest(trial: optuna.Trial, item: dict):
-    """The trial's value of one searched key (its `tune.space` entry)."""
-    key = item["key"]
+def distribution(item: dict) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of one searched key (its `tune.space` entry)."""
     if "choices" in item:
-        return trial.suggest_categorical(key, item["choices"])
+        return optuna.distributions.CategoricalDistribution(item["choices"])
     if item["integer"]:
-        return trial.suggest_int(key, int(item["low"]), int(item["high"]), log=item["log"])
-    return trial.suggest_float(key, float(item["low"]), float(item["high"]), log=item["log"])
+        low, high = int(item["low"]), int(item["high"])
+        return optuna.distributions.IntDistribution(low, high, log=item["log"])
+    low, high = float(item["low"]), float(item["high"])
+    return optuna.distributions.FloatDistribution(low, high, log=item["log"])
+
+
+def suggest(trial: optuna.Trial, item: dict):
+    """The trial's value of one searched key, drawn from its distribution."""
+    key, dist = item["key"], distribution(item)
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(key, dist.low, dist.high, log=dist.log)
 
 
 def score(best_return: float | None, budget: int, threshold: float) -> float:
